@@ -1,0 +1,1 @@
+"""The PICK trainer (:mod:`.trainer`), its variants (:mod:`.variants`), logging (:mod:`.progress`) and figure."""

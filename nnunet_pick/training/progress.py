@@ -1,0 +1,101 @@
+"""PICK's per-epoch curves in nnU-Net's logger, and ``progress.png`` with them beside nnU-Net's own panels.
+
+nnU-Net's ``LocalLogger`` accepts only keys it knows and plots ``progress.png`` from them; this subclass adds PICK's
+keys (each logged exactly once per epoch, as ``LocalLogger`` requires) and appends a column of PICK panels to the
+image nnU-Net draws (nnU-Net's plot is reused as is; ``matplotlib`` draws ours, ``Pillow`` places them side by side).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from os.path import join
+
+import matplotlib
+
+matplotlib.use("agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from nnunetv2.training.logging.nnunet_logger import LocalLogger  # noqa: E402
+from PIL import Image  # noqa: E402
+
+#: key -> legend label; losses are the unweighted terms of PICK Eqs. 8, 9 and nnU-Net's Dice+CE for the primary.
+PICK_LOSS_CURVES: dict[str, str] = {
+    "train_loss_seg": "L_seg (primary, labeled)",
+    "train_loss_mim_labeled": "L_mim labeled",
+    "train_loss_mim_unlabeled": "L_mim unlabeled",
+    "train_loss_aux_labeled": "L_aux labeled",
+    "train_loss_aux_unlabeled": "L_aux unlabeled",
+}
+PICK_OTHER_CURVES: dict[str, str] = {
+    "masked_fraction_labeled": "masked voxel fraction, labeled",
+    "masked_fraction_unlabeled": "masked voxel fraction, unlabeled",
+    "warmup": "warm-up epoch (1) / PICK epoch (0)",
+}
+PICK_CURVES: tuple[str, ...] = (*PICK_LOSS_CURVES, *PICK_OTHER_CURVES)
+
+
+class PICKLocalLogger(LocalLogger):
+    """nnU-Net's ``LocalLogger`` with PICK's curves (:data:`PICK_CURVES`) and a wider ``progress.png``."""
+
+    def __init__(self, verbose: bool = False) -> None:
+        super().__init__(verbose)
+        for key in PICK_CURVES:
+            self.my_fantastic_logging[key] = []
+
+    def plot_progress_png(self, output_folder: str) -> None:
+        """Write nnU-Net's ``progress.png``, then widen it with PICK's panels on the right (atomically replaced)."""
+        super().plot_progress_png(output_folder)
+        epochs = min(len(v) for v in self.my_fantastic_logging.values())
+        if epochs == 0:
+            return
+        path = join(output_folder, "progress.png")
+        with Image.open(path) as nnunet_png:
+            nnunet_png.load()
+            width, height = nnunet_png.size
+            pick_png = self._render_pick_panels(epochs, height)
+            combined = Image.new("RGB", (width + pick_png.size[0], height), "white")
+            combined.paste(nnunet_png.convert("RGB"), (0, 0))
+        combined.paste(pick_png, (width, 0))
+        tmp = path + ".tmp.png"
+        combined.save(tmp)
+        os.replace(tmp, path)
+
+    def _render_pick_panels(self, epochs: int, height_px: int) -> Image.Image:
+        log = self.my_fantastic_logging
+        x = np.arange(epochs)
+        warmup = np.asarray(log["warmup"][:epochs], dtype=float)
+        fig, axes = plt.subplots(3, 1, figsize=(30, 54), dpi=100)
+        try:
+            ax = axes[0]
+            for key, label in PICK_LOSS_CURVES.items():
+                ax.plot(x, np.asarray(log[key][:epochs], dtype=float), label=label, linewidth=4)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("PICK loss terms (unweighted)")
+            ax.legend(loc=(0, 1))
+            ax = axes[1]
+            for key in ("masked_fraction_labeled", "masked_fraction_unlabeled"):
+                ax.plot(x, np.asarray(log[key][:epochs], dtype=float), label=PICK_OTHER_CURVES[key], linewidth=4)
+            ax.set_ylim(0, 1)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("fraction of voxels masked")
+            ax.legend(loc=(0, 1))
+            ax = axes[2]
+            ax.step(x, warmup, where="mid", label=PICK_OTHER_CURVES["warmup"], linewidth=4)
+            ax.set_ylim(-0.1, 1.1)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("warm-up")
+            ax.legend(loc=(0, 1))
+            for ax in axes:
+                if warmup.any():
+                    ax.axvspan(-0.5, float(np.flatnonzero(warmup).max()) + 0.5, color="grey", alpha=0.15)
+            fig.tight_layout()
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format="png")
+        finally:
+            plt.close(fig)
+        buffer.seek(0)
+        image = Image.open(buffer).convert("RGB")
+        if image.size[1] != height_px:
+            image = image.resize((round(image.size[0] * height_px / image.size[1]), height_px))
+        return image

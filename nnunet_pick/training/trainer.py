@@ -1,0 +1,436 @@
+"""``nnUNetTrainerPICK``: nnU-Net's trainer with PICK's semi-supervised training step.
+
+Everything but the step and the unlabeled data is nnU-Net's: plans, network from the plans, augmentation, SGD with poly
+LR, validation, checkpoints, ``--c``, final validation and ``summary.json``. What this class adds:
+
+- the network (:class:`~nnunet_pick.network.PICKNetwork`): the plans' U-Net plus MIM and auxiliary decoders;
+- a second data loader over unlabeled patches (:mod:`nnunet_pick.unlabeled`), preprocessed on first use;
+- the PICK step (:meth:`nnUNetTrainerPICK.train_step`), following ``PICK_method.md``: labeled branches (Eq. 11)
+  in every epoch, unlabeled branches (Eq. 10) after the warm-up epochs, each branch back-propagated on its own;
+- PICK's curves in the log and ``progress.png``, and a PNG of the MIM branch on an unlabeled patch.
+
+PICK settings are attributes set in ``__init__``; a subclass overrides them after ``super().__init__``.
+"""
+
+from __future__ import annotations
+
+import math
+from os.path import join
+
+import numpy as np
+import torch
+from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
+from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
+from batchgenerators.utilities.file_and_folder_operations import load_json
+from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
+from nnunetv2.paths import nnUNet_raw
+from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
+from nnunetv2.utilities.helpers import dummy_context
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+from torch import autocast, nn
+from torch import distributed as dist
+from torch._dynamo import OptimizedModule
+
+from nnunet_pick.losses import auxiliary_target, masked_l1_loss, paste_reconstruction
+from nnunet_pick.masking import MASKING_STRATEGIES, apply_mask, compute_mask, pseudo_label
+from nnunet_pick.network import PICKNetwork
+from nnunet_pick.training.mim_figure import save_mim_figure
+from nnunet_pick.training.progress import PICK_CURVES, PICKLocalLogger
+from nnunet_pick.unlabeled.dataset import nnUNetDatasetUnlabeled
+from nnunet_pick.unlabeled.pool import (
+    complete_case_folders,
+    has_complete_preprocessing,
+    list_raw_unlabeled_cases,
+    preprocessed_unlabeled_folder,
+    raw_unlabeled_folder,
+    unlabeled_ids_from_split,
+)
+from nnunet_pick.unlabeled.preprocess import preprocess_unlabeled
+from nnunet_pick.unlabeled.transforms import OutsideMaskFromZeroImageTransform
+
+
+def _nanmean(values) -> float:
+    """Mean over the finite entries; NaN when there are none (e.g. unlabeled terms in warm-up)."""
+    values = np.asarray(values, dtype=float).ravel()
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if values.size else float("nan")
+
+
+class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
+    """nnU-Net trainer for PICK semi-supervised segmentation (Zeng et al., IJCV 2025).
+
+    Same constructor as ``nnUNetTrainer``. PICK settings (instance attributes):
+
+    - ``lambda_mim`` (float, 1.0): λ of PICK Eqs. 10-11, the weight of the masked-image-modelling loss.
+    - ``num_warmup_epochs`` (int): labeled-only epochs before unlabeled data is used; 25 % of ``num_epochs``
+      (rounded) unless set.
+    - ``unlabeled_batch_size`` (int): unlabeled patches per iteration (over all GPUs); the plans' batch size.
+    - ``masking`` (str, ``"attentive"``): masking strategy (:data:`nnunet_pick.masking.MASKING_STRATEGIES`).
+    - ``mim_figure_every`` (int, 10): write ``mim_epoch_XXXX.png`` every this many epochs (and ``mim_final.png``).
+    - ``grad_clip_norm`` (float, 12): gradient-norm clip, nnU-Net's value.
+
+    Raises:
+        NotImplementedError: for cascaded configurations (unlabeled cases have no previous-stage prediction).
+    """
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        if self.is_cascaded:
+            raise NotImplementedError(
+                f"nnUNetTrainerPICK does not support cascaded configurations ({configuration!r} uses the previous "
+                f"stage {self.configuration_manager.previous_stage_name!r}, which unlabeled cases lack). Train "
+                f"3d_fullres, 3d_lowres or 2d with PICK instead.")
+        self.lambda_mim = 1.0
+        self._num_warmup_epochs: int | None = None
+        self.unlabeled_batch_size = self.configuration_manager.batch_size
+        self.masking = "attentive"
+        self.mim_figure_every = 10
+        self.grad_clip_norm = 12.0
+
+        self.logger.local_logger = PICKLocalLogger()
+        self.dataloader_unlabeled = None
+        self.unlabeled_case_folders: dict[str, str] = {}
+        self.aux_loss: nn.Module | None = None
+
+    # ------------------------------------------------------------------ settings
+    @property
+    def num_warmup_epochs(self) -> int:
+        """Labeled-only epochs; 25 % of ``num_epochs`` unless set explicitly."""
+        if self._num_warmup_epochs is None:
+            return int(round(0.25 * self.num_epochs))
+        return self._num_warmup_epochs
+
+    @num_warmup_epochs.setter
+    def num_warmup_epochs(self, value: int) -> None:
+        self._num_warmup_epochs = value
+
+    def is_warmup_epoch(self, epoch: int | None = None) -> bool:
+        """True if ``epoch`` (default: the current one) uses labeled data only. Same on every DDP rank."""
+        return (self.current_epoch if epoch is None else epoch) < self.num_warmup_epochs
+
+    # ------------------------------------------------------------------ network and losses
+    @staticmethod
+    def build_network_architecture(plans_manager: PlansManager,
+                                   configuration_manager: ConfigurationManager,
+                                   num_input_channels: int,
+                                   num_output_channels: int,
+                                   enable_deep_supervision: bool = True) -> nn.Module:
+        """The plans' network plus MIM and auxiliary decoders (see :class:`~nnunet_pick.network.PICKNetwork`).
+
+        nnU-Net's predictor calls this on the class with ``enable_deep_supervision=False`` and loads checkpoints
+        strictly, so inference rebuilds exactly the trained module tree; ``forward(x)`` then runs the encoder and the
+        primary decoder only.
+        """
+        return PICKNetwork.from_plans(configuration_manager, num_input_channels, num_output_channels,
+                                      enable_deep_supervision=enable_deep_supervision)
+
+    def initialize(self) -> None:
+        if self.masking not in MASKING_STRATEGIES:
+            raise ValueError(f"{type(self).__name__}.masking = {self.masking!r}; expected one of {MASKING_STRATEGIES}")
+        super().initialize()
+        # the auxiliary decoder uses nnU-Net's own Dice+CE (Dice+BCE for regions) without deep supervision
+        self.aux_loss = self.loss.loss if isinstance(self.loss, DeepSupervisionWrapper) else self.loss
+
+    def _unwrapped_network(self) -> PICKNetwork:
+        mod = self.network.module if self.is_ddp else self.network
+        return mod._orig_mod if isinstance(mod, OptimizedModule) else mod
+
+    def _autocast(self):
+        # nnU-Net's rule: autocast on CUDA only (CPU autocast is slow, MPS unsupported)
+        return autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context()
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+        else:
+            loss.backward()
+
+    # ------------------------------------------------------------------ unlabeled data
+    @property
+    def unlabeled_preprocessed_folder(self) -> str:
+        """``$nnUNet_preprocessed/DatasetXXX/<data_identifier>_unlabeled``."""
+        return preprocessed_unlabeled_folder(self.preprocessed_dataset_folder_base,
+                                             self.configuration_manager.data_identifier)
+
+    def _raw_unlabeled_cases(self) -> dict[str, list[str]]:
+        if not nnUNet_raw.is_set():
+            return {}
+        folder = raw_unlabeled_folder(join(nnUNet_raw.get(), self.plans_manager.dataset_name))
+        return list_raw_unlabeled_cases(folder, self.dataset_json["file_ending"])
+
+    def ensure_unlabeled_preprocessed(self) -> None:
+        """Preprocess ``imagesUnlabeled`` if any case is missing (rank 0 only; other ranks wait)."""
+        raw_cases = self._raw_unlabeled_cases()
+        if raw_cases and not has_complete_preprocessing(raw_cases, self.unlabeled_preprocessed_folder):
+            if self.local_rank == 0:
+                self.print_to_log_file(
+                    f"Unlabeled images of imagesUnlabeled are not (all) preprocessed for configuration "
+                    f"{self.configuration_name!r}: running nnUNetv2_pick_preprocess_unlabeled -d "
+                    f"{self.plans_manager.dataset_name} -c {self.configuration_name} -p {self.plans_manager.plans_name}"
+                    f" now, into {self.unlabeled_preprocessed_folder}")
+                done = preprocess_unlabeled(self.plans_manager.dataset_name, self.configuration_name,
+                                            self.plans_manager.plans_name)
+                self.print_to_log_file(f"Preprocessed {len(done)} unlabeled cases.")
+        if self.is_ddp:
+            dist.barrier()
+
+    def _split_unlabeled_ids(self) -> list[str]:
+        """``"unlabeled"`` ids of this fold in ``splits_final.json`` (checked against its train and val ids)."""
+        if self.fold == "all":
+            return []
+        splits = load_json(join(self.preprocessed_dataset_folder_base, "splits_final.json"))
+        if self.fold >= len(splits):
+            return []
+        return unlabeled_ids_from_split(splits[self.fold], self.fold)
+
+    def _unlabeled_batch_size_this_rank(self) -> int:
+        """Split ``unlabeled_batch_size`` over DDP ranks the way nnU-Net splits the labeled batch."""
+        if not self.is_ddp:
+            return self.unlabeled_batch_size
+        world, rank = dist.get_world_size(), dist.get_rank()
+        if self.unlabeled_batch_size < world:
+            raise ValueError(f"unlabeled_batch_size {self.unlabeled_batch_size} < {world} GPUs; every GPU needs at "
+                             f"least one unlabeled patch.")
+        return self.unlabeled_batch_size // world + int(rank < self.unlabeled_batch_size % world)
+
+    def get_unlabeled_dataloader(self):
+        """Augmenter over unlabeled patches: nnU-Net's loader, training transforms and background workers.
+
+        Patches are drawn uniformly (no foreground oversampling, nothing label-derived), cropped at nnU-Net's
+        enlarged initial patch size and augmented by ``get_training_transforms`` without deep-supervision targets.
+        The batch dict's ``'data'`` is (B_u, C, X, Y[, Z]) float32; ``'target'`` is unused.
+
+        Raises:
+            ValueError: if this fold has no unlabeled data (with how to add some).
+        """
+        split_ids = self._split_unlabeled_ids()
+        self.unlabeled_case_folders = complete_case_folders(split_ids, self.preprocessed_dataset_folder,
+                                                            self.unlabeled_preprocessed_folder)
+        if not self.unlabeled_case_folders:
+            raise ValueError(
+                f"No unlabeled data for {self.plans_manager.dataset_name} fold {self.fold}. Add images to "
+                f"$nnUNet_raw/{self.plans_manager.dataset_name}/imagesUnlabeled/ as {{CASE}}_{{XXXX}}"
+                f"{self.dataset_json['file_ending']}, or list imagesTr cases under \"unlabeled\" in this fold of "
+                f"{join(self.preprocessed_dataset_folder_base, 'splits_final.json')}. To train on labeled data only "
+                f"on purpose, use -tr nnUNetTrainer.")
+        n_split = len(split_ids)
+        self.print_to_log_file(
+            f"PICK unlabeled pool: {len(self.unlabeled_case_folders)} cases ({n_split} from splits_final.json "
+            f"'unlabeled', {len(self.unlabeled_case_folders) - n_split} from imagesUnlabeled)")
+
+        rotation_for_DA, do_dummy_2d_data_aug, initial_patch_size, mirror_axes = \
+            self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        transforms = self.get_training_transforms(
+            self.configuration_manager.patch_size, rotation_for_DA, None, mirror_axes, do_dummy_2d_data_aug,
+            use_mask_for_norm=self.configuration_manager.use_mask_for_norm, is_cascaded=False,
+            foreground_labels=self.label_manager.foreground_labels, regions=None, ignore_label=None)
+        use_mask = self.configuration_manager.use_mask_for_norm or []
+        if any(use_mask):
+            masked_channels = [c for c, m in enumerate(use_mask) if m]
+            transforms = ComposeTransforms([OutsideMaskFromZeroImageTransform(masked_channels), transforms])
+        loader = nnUNetDataLoader(nnUNetDatasetUnlabeled(self.unlabeled_case_folders),
+                                  self._unlabeled_batch_size_this_rank(), initial_patch_size,
+                                  self.configuration_manager.patch_size, self.label_manager,
+                                  oversample_foreground_percent=0.0, transforms=transforms)
+        # unlabeled patches carry no annotation to respect: sample uniformly even if the dataset has an ignore label
+        loader.has_ignore = False
+        n_proc = get_allowed_n_proc_DA()
+        if n_proc == 0:
+            augmenter = SingleThreadedAugmenter(loader, None)
+        else:
+            augmenter = NonDetMultiThreadedAugmenter(data_loader=loader, transform=None, num_processes=n_proc,
+                                                     num_cached=max(6, n_proc // 2), seeds=None,
+                                                     pin_memory=self.device.type == "cuda", wait_time=0.002)
+        next(augmenter)
+        return augmenter
+
+    def get_dataloaders(self):
+        dataloader_train, dataloader_val = super().get_dataloaders()
+        self.dataloader_unlabeled = self.get_unlabeled_dataloader()
+        return dataloader_train, dataloader_val
+
+    # ------------------------------------------------------------------ training loop hooks
+    def on_train_start(self) -> None:
+        self.ensure_unlabeled_preprocessed()
+        super().on_train_start()
+        self.print_to_log_file(
+            f"PICK settings: lambda_mim={self.lambda_mim}, num_warmup_epochs={self.num_warmup_epochs} of "
+            f"{self.num_epochs}, unlabeled_batch_size={self.unlabeled_batch_size} (labeled {self.batch_size} per "
+            f"GPU), masking={self.masking!r}")
+
+    def on_train_end(self) -> None:
+        if self.dataloader_unlabeled is not None and self.local_rank == 0:
+            self.save_mim_figure(join(self.output_folder, "mim_final.png"))
+        super().on_train_end()
+        if isinstance(self.dataloader_unlabeled, NonDetMultiThreadedAugmenter):
+            self.dataloader_unlabeled._finish()
+        self.dataloader_unlabeled = None
+
+    def train_step(self, batch: dict) -> dict:
+        """One PICK iteration: labeled branches (PICK Eq. 11), then unlabeled branches (Eq. 10) after warm-up.
+
+        Five trained passes (labeled: primary, MIM, auxiliary; unlabeled: MIM, auxiliary) plus one no-grad primary
+        pass for the unlabeled pseudo-label. Every cross-link between passes is detached, so the gradient of
+        ``L = L_sup + L_unsup`` (Eq. 12) is the sum of the per-branch gradients; each branch is back-propagated as
+        soon as its loss exists, so at most one branch's activations are alive. One optimizer step follows,
+        with nnU-Net's gradient clipping (and GradScaler on CUDA).
+
+        Args:
+            batch: nnU-Net's labeled batch, ``'data'`` (B, C, X, Y[, Z]) float32 and ``'target'`` (deep-supervision
+                list of) (B, 1, X, Y[, Z]) labels, or region one-hots.
+
+        Returns:
+            ``'loss'`` (the total L) and PICK's unweighted terms (:data:`~nnunet_pick.training.progress.PICK_CURVES`)
+            as numpy scalars; unlabeled terms are NaN in warm-up epochs.
+        """
+        warmup = self.is_warmup_epoch()
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = batch["target"]
+        target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
+            else target.to(self.device, non_blocking=True)
+
+        self.optimizer.zero_grad(set_to_none=True)
+        terms = self._labeled_branches(data, target)
+        if warmup:
+            nan = torch.tensor(math.nan, device=self.device)
+            terms.update(train_loss_mim_unlabeled=nan, train_loss_aux_unlabeled=nan, masked_fraction_unlabeled=nan)
+        else:
+            unlabeled = next(self.dataloader_unlabeled)["data"].to(self.device, non_blocking=True)
+            terms.update(self._unlabeled_branches(unlabeled))
+        self._optimizer_step()
+        terms["warmup"] = torch.tensor(float(warmup), device=self.device)
+        # one device->host copy per step for all logged values
+        values = dict(zip(terms, torch.stack([t.float() for t in terms.values()]).cpu().numpy()))
+        total = values["train_loss_seg"] + self.lambda_mim * values["train_loss_mim_labeled"] \
+            + values["train_loss_aux_labeled"]
+        if not warmup:
+            total += self.lambda_mim * values["train_loss_mim_unlabeled"] + values["train_loss_aux_unlabeled"]
+        return {"loss": np.array(total), **values}
+
+    def _segmentation_mask(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pseudo-label, masked) from primary logits (PICK Eq. 5 and the configured masking strategy)."""
+        has_regions = self.label_manager.has_regions
+        pseudo = pseudo_label(logits, has_regions=has_regions)
+        return pseudo, compute_mask(self.masking, pseudo, has_regions=has_regions)
+
+    def _mim_branch(self, image: torch.Tensor, masked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masked image -> MIM decoder -> masked L1 (PICK Eqs. 6-8); back-propagates λ·L_mim.
+
+        Returns:
+            (unweighted L_mim, detached scalar; the detached reconstruction (B, C, X, Y[, Z])).
+        """
+        with self._autocast():
+            reconstruction = self.network(apply_mask(image, masked), branch="mim")
+        loss = masked_l1_loss(reconstruction, image, masked)
+        self._backward(self.lambda_mim * loss)
+        return loss.detach(), reconstruction.detach()
+
+    def _aux_branch(self, image: torch.Tensor, reconstruction: torch.Tensor, masked: torch.Tensor,
+                    target: torch.Tensor) -> torch.Tensor:
+        """Reconstructed image -> auxiliary decoder -> Dice+CE against ``target`` (PICK Eq. 9); back-propagates."""
+        with self._autocast():
+            logits = self.network(paste_reconstruction(image, reconstruction, masked), branch="aux")
+            loss = self.aux_loss(logits, target)
+        self._backward(loss)
+        return loss.detach()
+
+    def _labeled_branches(self, data: torch.Tensor, target) -> dict[str, torch.Tensor]:
+        """PICK Eq. 11: L_seg (deep-supervised, nnU-Net's loss), λ·L_mim^l and L_aux^l against the ground truth.
+
+        The mask comes from the primary decoder's own detached prediction on the labeled batch (Sec. 3.3), taken
+        from the same forward pass that computes L_seg.
+        """
+        with self._autocast():
+            output = self.network(data)
+            loss_seg = self.loss(output, target)
+        logits = output[0] if isinstance(output, (list, tuple)) else output
+        _, masked = self._segmentation_mask(logits)
+        self._backward(loss_seg)
+        del output, logits
+        full_res_target = target[0] if isinstance(target, list) else target
+        loss_mim, reconstruction = self._mim_branch(data, masked)
+        loss_aux = self._aux_branch(data, reconstruction, masked, full_res_target)
+        return {"train_loss_seg": loss_seg.detach(), "train_loss_mim_labeled": loss_mim,
+                "train_loss_aux_labeled": loss_aux, "masked_fraction_labeled": masked.float().mean()}
+
+    def _unlabeled_branches(self, data: torch.Tensor) -> dict[str, torch.Tensor]:
+        """PICK Eq. 10: pseudo-label without gradient, then λ·L_mim^u and L_aux^u against the pseudo-label.
+
+        The primary decoder gets no gradient from unlabeled data.
+        """
+        with torch.no_grad(), self._autocast():
+            output = self.network(data)
+        logits = output[0] if isinstance(output, (list, tuple)) else output
+        pseudo, masked = self._segmentation_mask(logits)
+        del output, logits
+        target = auxiliary_target(pseudo, has_regions=self.label_manager.has_regions,
+                                  has_ignore_label=self.label_manager.has_ignore_label)
+        loss_mim, reconstruction = self._mim_branch(data, masked)
+        loss_aux = self._aux_branch(data, reconstruction, masked, target)
+        return {"train_loss_mim_unlabeled": loss_mim, "train_loss_aux_unlabeled": loss_aux,
+                "masked_fraction_unlabeled": masked.float().mean()}
+
+    def _optimizer_step(self) -> None:
+        """nnU-Net's update: (unscale,) clip the gradient norm, step (and update the scaler)."""
+        if self.grad_scaler is not None:
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.grad_clip_norm)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.grad_clip_norm)
+            self.optimizer.step()
+
+    def on_train_epoch_end(self, train_outputs: list[dict]) -> None:
+        super().on_train_epoch_end(train_outputs)
+        for key in PICK_CURVES:
+            values = np.array([float(o[key]) for o in train_outputs])
+            if self.is_ddp:
+                gathered = [None] * dist.get_world_size()
+                dist.all_gather_object(gathered, values)
+                values = np.concatenate(gathered)
+            self.logger.log(key, _nanmean(values), self.current_epoch)
+
+    def on_epoch_end(self) -> None:
+        log = self.logger.local_logger.my_fantastic_logging
+        epoch = self.current_epoch
+
+        def fmt(key: str) -> str:
+            value = log[key][epoch]
+            return "n/a" if math.isnan(value) else f"{value:.4f}"
+
+        phase = "warm-up (labeled only)" if log["warmup"][epoch] else "PICK (labeled + unlabeled)"
+        self.print_to_log_file(
+            f"PICK epoch {epoch}: {phase}; L_seg {fmt('train_loss_seg')}; "
+            f"L_mim labeled {fmt('train_loss_mim_labeled')} unlabeled {fmt('train_loss_mim_unlabeled')}; "
+            f"L_aux labeled {fmt('train_loss_aux_labeled')} unlabeled {fmt('train_loss_aux_unlabeled')}; "
+            f"masked fraction unlabeled {fmt('masked_fraction_unlabeled')} labeled {fmt('masked_fraction_labeled')}")
+        if self.local_rank == 0 and self.mim_figure_every > 0 and (epoch + 1) % self.mim_figure_every == 0:
+            self.save_mim_figure(join(self.output_folder, f"mim_epoch_{epoch:04d}.png"))
+        super().on_epoch_end()
+
+    @torch.no_grad()
+    def save_mim_figure(self, path: str) -> None:
+        """Run one unlabeled patch through all branches (no gradient) and save :func:`save_mim_figure`'s PNG."""
+        network = self._unwrapped_network()
+        was_training = network.training
+        network.eval()
+        try:
+            image = next(self.dataloader_unlabeled)["data"][:1].to(self.device)
+            with self._autocast():
+                output = network(image)
+                logits = output[0] if isinstance(output, (list, tuple)) else output
+                _, masked = self._segmentation_mask(logits)
+                masked_image = apply_mask(image, masked)
+                reconstruction = network(masked_image, branch="mim")
+                aux_logits = network(paste_reconstruction(image, reconstruction, masked), branch="aux")
+            phase = "warm-up" if self.is_warmup_epoch() else "PICK"
+            save_mim_figure(path, image[0], masked[0], masked_image[0], reconstruction[0], aux_logits[0],
+                            has_regions=self.label_manager.has_regions,
+                            title=f"{type(self).__name__} epoch {self.current_epoch} ({phase}), unlabeled patch")
+        finally:
+            network.train(was_training)

@@ -55,7 +55,7 @@ def save_mim_figure(path: str, image: torch.Tensor, masked: torch.Tensor, masked
     ]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4.6))
     try:
-        for ax, (name, data, kwargs) in zip(axes, panels):
+        for ax, (name, data, kwargs) in zip(axes, panels, strict=False):
             ax.imshow(data, interpolation="nearest", **kwargs)
             ax.set_title(name, fontsize=10)
             ax.axis("off")

@@ -33,6 +33,7 @@ PICK_OTHER_CURVES: dict[str, str] = {
     "warmup": "warm-up epoch (1) / PICK epoch (0)",
 }
 PICK_CURVES: tuple[str, ...] = (*PICK_LOSS_CURVES, *PICK_OTHER_CURVES)
+PIXEL_REDUCTION = 2
 
 
 class PICKLocalLogger(LocalLogger):
@@ -51,21 +52,22 @@ class PICKLocalLogger(LocalLogger):
             return
         path = join(output_folder, "progress.png")
         with Image.open(path) as nnunet_png:
-            nnunet_png.load()
-            width, height = nnunet_png.size
-            pick_png = self._render_pick_panels(epochs, height)
-            combined = Image.new("RGB", (width + pick_png.size[0], height), "white")
-            combined.paste(nnunet_png.convert("RGB"), (0, 0))
-        combined.paste(pick_png, (width, 0))
+            # nnU-Net's figure is 3000 x 5400 px; both halves are stored at half that resolution so that writing
+            # the widened image costs about as much as nnU-Net's own plot (it is redrawn every epoch)
+            nnunet_half = nnunet_png.convert("RGB").reduce(PIXEL_REDUCTION)
+        pick_png = self._render_pick_panels(epochs, nnunet_half.size[1])
+        combined = Image.new("RGB", (nnunet_half.size[0] + pick_png.size[0], nnunet_half.size[1]), "white")
+        combined.paste(nnunet_half, (0, 0))
+        combined.paste(pick_png, (nnunet_half.size[0], 0))
         tmp = path + ".tmp.png"
-        combined.save(tmp)
+        combined.save(tmp, compress_level=1)
         os.replace(tmp, path)
 
     def _render_pick_panels(self, epochs: int, height_px: int) -> Image.Image:
         log = self.my_fantastic_logging
         x = np.arange(epochs)
         warmup = np.asarray(log["warmup"][:epochs], dtype=float)
-        fig, axes = plt.subplots(3, 1, figsize=(30, 54), dpi=100)
+        fig, axes = plt.subplots(3, 1, figsize=(30, 54), dpi=100 // PIXEL_REDUCTION)
         try:
             ax = axes[0]
             for key, label in PICK_LOSS_CURVES.items():
@@ -91,7 +93,7 @@ class PICKLocalLogger(LocalLogger):
                     ax.axvspan(-0.5, float(np.flatnonzero(warmup).max()) + 0.5, color="grey", alpha=0.15)
             fig.tight_layout()
             buffer = io.BytesIO()
-            fig.savefig(buffer, format="png")
+            fig.savefig(buffer, format="png", pil_kwargs={"compress_level": 1})
         finally:
             plt.close(fig)
         buffer.seek(0)

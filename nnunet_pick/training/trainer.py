@@ -165,16 +165,16 @@ class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
     def ensure_unlabeled_preprocessed(self) -> None:
         """Preprocess ``imagesUnlabeled`` if any case is missing (rank 0 only; other ranks wait)."""
         raw_cases = self._raw_unlabeled_cases()
-        if raw_cases and not has_complete_preprocessing(raw_cases, self.unlabeled_preprocessed_folder):
-            if self.local_rank == 0:
-                self.print_to_log_file(
-                    f"Unlabeled images of imagesUnlabeled are not (all) preprocessed for configuration "
-                    f"{self.configuration_name!r}: running nnUNetv2_pick_preprocess_unlabeled -d "
-                    f"{self.plans_manager.dataset_name} -c {self.configuration_name} -p {self.plans_manager.plans_name}"
-                    f" now, into {self.unlabeled_preprocessed_folder}")
-                done = preprocess_unlabeled(self.plans_manager.dataset_name, self.configuration_name,
-                                            self.plans_manager.plans_name)
-                self.print_to_log_file(f"Preprocessed {len(done)} unlabeled cases.")
+        missing = bool(raw_cases) and not has_complete_preprocessing(raw_cases, self.unlabeled_preprocessed_folder)
+        if missing and self.local_rank == 0:
+            self.print_to_log_file(
+                f"Unlabeled images of imagesUnlabeled are not (all) preprocessed for configuration "
+                f"{self.configuration_name!r}: running nnUNetv2_pick_preprocess_unlabeled -d "
+                f"{self.plans_manager.dataset_name} -c {self.configuration_name} -p {self.plans_manager.plans_name}"
+                f" now, into {self.unlabeled_preprocessed_folder}")
+            done = preprocess_unlabeled(self.plans_manager.dataset_name, self.configuration_name,
+                                        self.plans_manager.plans_name)
+            self.print_to_log_file(f"Preprocessed {len(done)} unlabeled cases.")
         if self.is_ddp:
             dist.barrier()
 
@@ -222,10 +222,10 @@ class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
             f"PICK unlabeled pool: {len(self.unlabeled_case_folders)} cases ({n_split} from splits_final.json "
             f"'unlabeled', {len(self.unlabeled_case_folders) - n_split} from imagesUnlabeled)")
 
-        rotation_for_DA, do_dummy_2d_data_aug, initial_patch_size, mirror_axes = \
+        rotation_for_da, do_dummy_2d_data_aug, initial_patch_size, mirror_axes = \
             self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
         transforms = self.get_training_transforms(
-            self.configuration_manager.patch_size, rotation_for_DA, None, mirror_axes, do_dummy_2d_data_aug,
+            self.configuration_manager.patch_size, rotation_for_da, None, mirror_axes, do_dummy_2d_data_aug,
             use_mask_for_norm=self.configuration_manager.use_mask_for_norm, is_cascaded=False,
             foreground_labels=self.label_manager.foreground_labels, regions=None, ignore_label=None)
         use_mask = self.configuration_manager.use_mask_for_norm or []
@@ -304,7 +304,7 @@ class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
         self._optimizer_step()
         terms["warmup"] = torch.tensor(float(warmup), device=self.device)
         # one device->host copy per step for all logged values
-        values = dict(zip(terms, torch.stack([t.float() for t in terms.values()]).cpu().numpy()))
+        values = dict(zip(terms, torch.stack([t.float() for t in terms.values()]).cpu().numpy(), strict=False))
         total = values["train_loss_seg"] + self.lambda_mim * values["train_loss_mim_labeled"] \
             + values["train_loss_aux_labeled"]
         if not warmup:

@@ -36,7 +36,7 @@ def declare_variant(name: str, doc: str, base: type[nnUNetTrainerPICK] = nnUNetT
     if name in TRAINERS or "__" in name:
         raise ValueError(f"Invalid or duplicate trainer name {name!r}")
 
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,  # noqa: N807
                  device: torch.device = torch.device("cuda")):
         base.__init__(self, plans, configuration, fold, dataset_json, device)
         for attribute, value in settings.items():
@@ -64,7 +64,7 @@ for _lam in (0.2, 1.2):
     declare_variant(f"nnUNetTrainerPICK_lambda{lambda_suffix(_lam)}",
                     f"nnUNetTrainerPICK with lambda_mim={_lam}.", lambda_mim=_lam)
 
-# the embedded demo's CPU schedule (nnUNetv2_pick_demo): 12 epochs x 20 iterations, 3 warm-up epochs
+# the embedded demo's CPU schedule (nnUNetv2_pick_demo, see nnunet_pick.demo for why the warm-up is 60 %)
 declare_variant("nnUNetTrainerPICK_demo", "nnUNetTrainerPICK on the demo's short CPU schedule.",
-                num_epochs=12, num_iterations_per_epoch=20, num_val_iterations_per_epoch=5, num_warmup_epochs=3,
-                mim_figure_every=4)
+                num_epochs=20, num_iterations_per_epoch=25, num_val_iterations_per_epoch=5, num_warmup_epochs=12,
+                mim_figure_every=5)

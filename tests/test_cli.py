@@ -1,0 +1,58 @@
+"""Every console script of nnunet-pick is importable and answers --help; the demo's dataset builder."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from nnunet_pick import demo
+
+SCRIPTS = sorted(ep.name for ep in metadata.distribution("nnunet-pick").entry_points if ep.group == "console_scripts")
+
+
+def test_expected_commands_are_installed():
+    assert {"nnUNetv2_pick_preprocess_unlabeled", "nnUNetv2_pick_demo"} <= set(SCRIPTS)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help(script):
+    proc = subprocess.run([str(Path(sys.executable).parent / script), "--help"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert script in proc.stdout
+
+
+def test_preprocess_unlabeled_reports_missing_plans(tmp_path, monkeypatch):
+    from nnunet_pick.cli.preprocess_unlabeled import main
+
+    (tmp_path / "raw" / "Dataset993_X").mkdir(parents=True)
+    (tmp_path / "pre" / "Dataset993_X").mkdir(parents=True)
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "pre"))
+    assert main(["-d", "993", "-c", "3d_fullres"]) == 1
+
+
+def test_demo_dataset_roles_and_split(tmp_path):
+    roles = demo.build_dataset(tmp_path)
+    folder = tmp_path / demo.DATASET_NAME
+    assert len(roles["labeled"]) == 12
+    assert len(roles["unlabeled"]) == 22
+    assert len(roles["test"]) == 6
+    assert sorted(p.name for p in (folder / "imagesUnlabeled").iterdir()) == \
+        sorted(f"{c}_0000.nii.gz" for c in roles["unlabeled"])
+    assert len(list((folder / "labelsTr").iterdir())) == 12  # no label of an unlabeled or test case
+    split = json.loads((folder / "splits_final.json").read_text())
+    assert split == [{"train": roles["labeled"][:8], "val": roles["labeled"][8:]}]
+    assert "CC-BY-SA" in json.loads((folder / "dataset.json").read_text())["license"]
+
+
+def test_demo_refuses_a_foreign_workdir(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not made by nnUNetv2_pick_demo"):
+        demo.prepare_workdir(tmp_path)
+    assert (tmp_path / "precious.txt").read_text() == "keep me"

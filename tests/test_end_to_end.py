@@ -1,0 +1,141 @@
+"""An nnU-Net user's flow on real Hippocampus cases through nnU-Net's own entry points (CPU, short schedule).
+
+Unlabeled data comes from both sources at once (``imagesUnlabeled`` and the fold's ``"unlabeled"`` key), the trainer
+is a user's subclass of ``nnUNetTrainerPICK`` in the user's own ``nnUNet_extTrainer`` folder (so that the plugin's
+registration must coexist with it), and ``nnUNetv2_train``, ``--val``, ``--c`` and ``nnUNetv2_predict`` run as
+subprocesses exactly as a user types them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk  # noqa: N813 (the library's usual alias)
+import torch
+from helpers import DATASET_ID, DATASET_NAME, TEST, base_env, command, run_checked
+from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
+from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
+TRAINER = "nnUNetTrainerPICK_e2eTest"
+CONFIGURATION = "2d_e2e"
+EPOCHS, ITERATIONS, WARMUP = 10, 25, 8
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(hippocampus, nnunet_dirs, tmp_path_factory):
+    """Train, re-validate, continue and predict with nnU-Net's commands; returns the folders involved."""
+    ext = tmp_path_factory.mktemp("user_ext_trainers")
+    (ext / "user_trainers").mkdir()
+    (ext / "user_trainers" / "__init__.py").write_text("")
+    (ext / "user_trainers" / "short.py").write_text(textwrap.dedent(f"""
+        import torch
+        from nnunet_pick import nnUNetTrainerPICK
+
+        class {TRAINER}(nnUNetTrainerPICK):
+            def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
+                super().__init__(plans, configuration, fold, dataset_json, device)
+                self.num_epochs = {EPOCHS}
+                self.num_iterations_per_epoch = {ITERATIONS}
+                self.num_val_iterations_per_epoch = 2
+                self.num_warmup_epochs = {WARMUP}
+                self.mim_figure_every = 5
+    """))
+    # the demo's CPU sizing: nnU-Net's 2d configuration with batch size 8 (same network and data)
+    plans_file = hippocampus / "nnUNetPlans.json"
+    plans = json.loads(plans_file.read_text())
+    plans["configurations"][CONFIGURATION] = {"inherits_from": "2d", "batch_size": 8}
+    plans_file.write_text(json.dumps(plans, indent=2))
+
+    # the trainer must preprocess imagesUnlabeled itself (other tests may have done it already)
+    shutil.rmtree(hippocampus / "nnUNetPlans_2d_unlabeled", ignore_errors=True)
+    env = base_env(nnunet_dirs, nnUNet_n_proc_DA="1", nnUNet_extTrainer=str(ext))
+    train = [command("nnUNetv2_train"), str(DATASET_ID), CONFIGURATION, "0", "-tr", TRAINER, "-device", "cpu"]
+    run_checked(train, env)
+    run_checked([*train, "--val"], env)
+    cont = run_checked([*train, "--c"], env)
+    out = tmp_path_factory.mktemp("predictions")
+    raw = nnunet_dirs["nnUNet_raw"] / DATASET_NAME
+    run_checked([command("nnUNetv2_predict"), "-i", str(raw / "imagesTs"), "-o", str(out), "-d", str(DATASET_ID),
+                 "-c", CONFIGURATION, "-tr", TRAINER, "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1"], env)
+    fold = nnunet_dirs["nnUNet_results"] / DATASET_NAME / f"{TRAINER}__nnUNetPlans__{CONFIGURATION}" / "fold_0"
+    return {"fold": fold, "predictions": out, "raw": raw, "continue_stdout": cont.stdout}
+
+
+def test_checkpoint_holds_all_decoders_and_nnunet_metadata(trained):
+    ckpt = torch.load(trained["fold"] / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    prefixes = {k.split(".")[0] for k in ckpt["network_weights"]}
+    assert prefixes == {"encoder", "decoder", "mim_decoder", "aux_decoder"}
+    assert ckpt["trainer_name"] == TRAINER
+    assert ckpt["current_epoch"] == EPOCHS
+    assert ckpt["init_args"]["configuration"] == CONFIGURATION
+    assert len(ckpt["logging"]["train_loss_mim_unlabeled"]) == EPOCHS
+    assert not (trained["fold"] / "checkpoint_latest.pth").exists()
+
+
+def test_training_log_reports_pick_terms_per_epoch(trained):
+    log = "\n".join(p.read_text() for p in sorted(trained["fold"].glob("training_log_*.txt")))
+    lines = re.findall(r"PICK epoch (\d+): (warm-up|PICK) .*", log)
+    phases = {int(e): phase for e, phase in lines}
+    assert phases == {e: "warm-up" if e < WARMUP else "PICK" for e in range(EPOCHS)}
+    after = re.findall(r"PICK epoch \d+: PICK .*L_mim labeled ([\d.]+) unlabeled ([\d.]+); "
+                       r"L_aux labeled ([\d.]+) unlabeled ([\d.]+); masked fraction unlabeled ([\d.]+)", log)
+    assert len(after) == EPOCHS - WARMUP
+    assert all(np.isfinite([float(v) for v in row]).all() for row in after)
+    assert "PICK unlabeled pool: 10 cases (4 from splits_final.json 'unlabeled', 6 from imagesUnlabeled)" in log
+    assert "running nnUNetv2_pick_preprocess_unlabeled" in log  # imagesUnlabeled was not preprocessed yet
+    for name in ("progress.png", "mim_epoch_0004.png", "mim_epoch_0009.png", "mim_final.png",
+                 "validation/summary.json"):
+        assert (trained["fold"] / name).is_file(), name
+
+
+def test_continue_on_a_finished_run_resumes_from_the_final_checkpoint(trained):
+    assert "Training done." in trained["continue_stdout"]
+    assert "Epoch 0\n" not in trained["continue_stdout"]
+
+
+def test_predictions_are_label_maps_with_the_images_geometry_and_overlap_the_labels(trained):
+    dice_by_hand = []
+    for case in TEST:
+        pred_img = sitk.ReadImage(str(trained["predictions"] / f"{case}.nii.gz"))
+        ref_img = sitk.ReadImage(str(trained["raw"] / "labelsTs" / f"{case}.nii.gz"))
+        assert pred_img.GetSize() == ref_img.GetSize()
+        assert np.allclose(pred_img.GetSpacing(), ref_img.GetSpacing())
+        pred, ref = sitk.GetArrayFromImage(pred_img), sitk.GetArrayFromImage(ref_img)
+        assert set(np.unique(pred)) <= {0, 1, 2}
+        for label in (1, 2):
+            p, r = pred == label, ref == label
+            dice_by_hand.append(2 * np.logical_and(p, r).sum() / (p.sum() + r.sum()))
+    summary = compute_metrics_on_folder(str(trained["raw"] / "labelsTs"), str(trained["predictions"]),
+                                        str(trained["predictions"] / "summary.json"), SimpleITKIO(), ".nii.gz",
+                                        [1, 2], num_processes=1)
+    nnunet_dice = [c["metrics"][label]["Dice"] for c in summary["metric_per_case"] for label in (1, 2)]
+    np.testing.assert_allclose(dice_by_hand, nnunet_dice, rtol=1e-9)
+    # 10 epochs of 25 iterations leave nnU-Net's all-background start: the model segments the hippocampus
+    assert np.mean(dice_by_hand) > 0.3, dice_by_hand
+
+
+def test_predictor_uses_the_primary_decoder_only(trained, hippocampus):
+    """Re-create nnU-Net's predictor from the model folder and compare with a plain U-Net holding encoder+primary."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+
+    model_folder = Path(trained["fold"]).parent
+    predictor = nnUNetPredictor(device=torch.device("cpu"), use_mirroring=False, perform_everything_on_device=False)
+    predictor.initialize_from_trained_model_folder(str(model_folder), use_folds=(0,))
+    cm = predictor.configuration_manager
+    plain = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
+                                   cm.network_arch_init_kwargs_req_import, 1, 3, deep_supervision=False)
+    weights = predictor.list_of_parameters[0]
+    plain.load_state_dict({k: v for k, v in weights.items() if k.split(".")[0] in ("encoder", "decoder")})
+    plain.eval()
+    x = torch.randn(1, 1, *cm.patch_size)
+    with torch.no_grad():
+        torch.testing.assert_close(predictor.network(x), plain(x), rtol=0, atol=0)

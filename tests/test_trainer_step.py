@@ -1,0 +1,177 @@
+"""The PICK training step on real Hippocampus batches from nnU-Net's own loaders (in process, CPU)."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from helpers import make_trainer
+from PIL import Image
+
+from nnunet_pick import nnUNetTrainerPICK
+from nnunet_pick.training.progress import PICK_CURVES
+
+
+@pytest.fixture(scope="module")
+def trainer(hippocampus, tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("nnUNet_n_proc_DA", "0")  # loaders in this process
+        torch.manual_seed(0)
+        t = make_trainer(nnUNetTrainerPICK, hippocampus, "2d", num_epochs=4, num_iterations_per_epoch=2,
+                         num_val_iterations_per_epoch=1)
+        t.on_train_start()
+        yield t
+
+
+class Repeat:
+    """An iterator that returns the same batch and counts how often it was asked."""
+
+    def __init__(self, batch):
+        self.batch, self.calls = batch, 0
+
+    def __next__(self):
+        self.calls += 1
+        return self.batch
+
+
+def reference_single_backward(t: nnUNetTrainerPICK, batch: dict, unlabeled: torch.Tensor) -> None:
+    """PICK Eqs. 5-12 written out as one graph, back-propagated once (the spec's definition of the gradient)."""
+    net, lam = t.network, t.lambda_mim
+    x, y = batch["data"], batch["target"]
+    out = net(x)
+    loss_seg = t.loss(out, y)
+    m_l = out[0].detach().argmax(1, keepdim=True) != 0
+    c = x.shape[1]
+    rec_l = net(x * ~m_l, branch="mim")
+    mim_l = ((rec_l - x).abs() * m_l).sum() / (c * m_l.sum())
+    aux_l = t.aux_loss(net(x * ~m_l + rec_l.detach() * m_l, branch="aux"), y[0])
+    with torch.no_grad():
+        pseudo_u = net(unlabeled)[0].argmax(1, keepdim=True)
+    m_u = pseudo_u != 0
+    rec_u = net(unlabeled * ~m_u, branch="mim")
+    mim_u = ((rec_u - unlabeled).abs() * m_u).sum() / (c * m_u.sum())
+    aux_u = t.aux_loss(net(unlabeled * ~m_u + rec_u.detach() * m_u, branch="aux"), pseudo_u)
+    total = (loss_seg + lam * mim_l + aux_l) + (lam * mim_u + aux_u)
+    total.backward()
+
+
+def test_branch_by_branch_backward_equals_one_backward_of_the_summed_loss(trainer, monkeypatch):
+    t = trainer
+    t.lambda_mim = 0.7
+    t.current_epoch = t.num_warmup_epochs  # first epoch after warm-up
+    batch = next(t.dataloader_train)
+    unlabeled = next(t.dataloader_unlabeled)
+    monkeypatch.setattr(t, "dataloader_unlabeled", Repeat(unlabeled))
+    monkeypatch.setattr(t, "_optimizer_step", lambda: None)  # keep the accumulated gradients
+    state = copy.deepcopy(t.network.state_dict())
+
+    out = t.train_step(batch)
+    assert 0 < out["masked_fraction_labeled"] < 1
+    assert 0 < out["masked_fraction_unlabeled"] < 1
+    branchwise = {n: p.grad.clone() for n, p in t.network.named_parameters()}
+
+    t.network.load_state_dict(state)
+    t.optimizer.zero_grad(set_to_none=True)
+    reference_single_backward(t, batch, unlabeled["data"])
+    for name, p in t.network.named_parameters():
+        torch.testing.assert_close(branchwise[name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
+    # the logged total is Eq. 12 with the unweighted terms
+    expected_total = out["train_loss_seg"] + 0.7 * out["train_loss_mim_labeled"] + out["train_loss_aux_labeled"] \
+        + 0.7 * out["train_loss_mim_unlabeled"] + out["train_loss_aux_unlabeled"]
+    assert float(out["loss"]) == pytest.approx(float(expected_total), rel=1e-6)
+    t.optimizer.zero_grad(set_to_none=True)
+    t.lambda_mim = 1.0
+
+
+def test_primary_decoder_gets_no_gradient_from_unlabeled_data(trainer):
+    t = trainer
+    t.optimizer.zero_grad(set_to_none=True)
+    t._unlabeled_branches(next(t.dataloader_unlabeled)["data"])
+    net = t._unwrapped_network()
+    encoder_params = {id(p) for p in net.encoder.parameters()}
+    primary_only = [p for p in net.decoder.parameters() if id(p) not in encoder_params]
+    assert primary_only
+    assert all(p.grad is None or torch.count_nonzero(p.grad) == 0 for p in primary_only)
+    assert all(p.grad is not None for p in net.encoder.parameters())
+    assert all(p.grad is not None for p in net.mim_decoder.seg_layers[-1].parameters())
+    assert all(p.grad is not None for p in net.aux_decoder.seg_layers[-1].parameters())
+    t.optimizer.zero_grad(set_to_none=True)
+
+
+def test_all_background_pseudo_labels_give_finite_losses_and_zero_mim_loss(trainer, monkeypatch):
+    t = trainer
+    t.current_epoch = t.num_warmup_epochs
+    head = t._unwrapped_network().decoder.seg_layers[-1]  # full-resolution primary head
+    saved = copy.deepcopy(head.state_dict())
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor([50.0, -50.0, -50.0]))
+    monkeypatch.setattr(t, "_optimizer_step", lambda: None)
+    out = t.train_step(next(t.dataloader_train))
+    assert out["masked_fraction_labeled"] == 0
+    assert out["masked_fraction_unlabeled"] == 0
+    assert out["train_loss_mim_labeled"] == 0.0
+    assert out["train_loss_mim_unlabeled"] == 0.0
+    assert all(math.isfinite(float(out[k])) for k in ("loss", *PICK_CURVES))
+    assert all(torch.isfinite(p.grad).all() for p in t.network.parameters() if p.grad is not None)
+    head.load_state_dict(saved)
+    t.optimizer.zero_grad(set_to_none=True)
+
+
+def test_warmup_uses_labeled_data_only(trainer, monkeypatch):
+    t = trainer
+    counter = Repeat(next(t.dataloader_unlabeled))
+    monkeypatch.setattr(t, "dataloader_unlabeled", counter)
+    t.current_epoch = 0
+    assert t.num_warmup_epochs == 1  # 25 % of 4 epochs
+    out = t.train_step(next(t.dataloader_train))
+    assert counter.calls == 0
+    assert out["warmup"] == 1.0
+    assert all(math.isnan(out[k]) for k in ("train_loss_mim_unlabeled", "train_loss_aux_unlabeled",
+                                             "masked_fraction_unlabeled"))
+    assert math.isfinite(out["train_loss_mim_labeled"])
+    assert math.isfinite(out["train_loss_aux_labeled"])
+    t.current_epoch = 1
+    out = t.train_step(next(t.dataloader_train))
+    assert counter.calls == 1
+    assert out["warmup"] == 0.0
+    assert math.isfinite(out["train_loss_aux_unlabeled"])
+
+
+def test_num_warmup_epochs_follows_num_epochs_unless_set(hippocampus):
+    t = make_trainer(nnUNetTrainerPICK, hippocampus, "2d")
+    assert t.num_warmup_epochs == 250  # 25 % of nnU-Net's 1000
+    t.num_epochs = 10
+    assert t.num_warmup_epochs == 2  # round(2.5) -> 2 (banker's rounding, as Python's round)
+    t.num_warmup_epochs = 7
+    t.num_epochs = 100
+    assert t.num_warmup_epochs == 7
+
+
+def test_epoch_logging_progress_png_and_mim_figure(trainer, tmp_path):
+    t = trainer
+    t.current_epoch = len(t.logger.get_value("train_losses", step=None))
+    t.on_train_epoch_start()
+    outputs = [t.train_step(next(t.dataloader_train)) for _ in range(2)]
+    t.on_train_epoch_end(outputs)
+    for key in PICK_CURVES:
+        logged = t.logger.get_value(key, step=-1)
+        values = [float(o[key]) for o in outputs]
+        if all(math.isnan(v) for v in values):
+            assert math.isnan(logged)
+        else:
+            assert logged == pytest.approx(float(np.nanmean(values)))
+    assert t.logger.get_value("train_losses", step=-1) == pytest.approx(float(np.mean([o["loss"] for o in outputs])))
+    # the plot needs one value per key and epoch; fill nnU-Net's own keys for this epoch
+    for key in ("mean_fg_dice", "val_losses", "epoch_start_timestamps", "epoch_end_timestamps"):
+        t.logger.log(key, 0.5, t.current_epoch)
+    t.logger.log("dice_per_class_or_region", [0.5, 0.5], t.current_epoch)
+    t.logger.plot_progress_png(str(tmp_path))
+    width, height = Image.open(tmp_path / "progress.png").size
+    assert width == 2 * 1500
+    assert height == 2700
+    t.save_mim_figure(str(tmp_path / "mim.png"))
+    assert Image.open(tmp_path / "mim.png").format == "PNG"

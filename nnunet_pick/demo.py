@@ -10,10 +10,11 @@ nnUNetTrainerPICK_...``, ``nnUNetv2_predict``, and scores the test predictions w
 On the CPU the demo shrinks the work so that it ends within about 15 minutes on 2 cores: it trains nnU-Net's ``2d``
 configuration (a 2D U-Net is far cheaper on a CPU than the 3D one) as the plans configuration ``2d_demo_cpu``, which
 inherits ``2d`` (same network, same preprocessed data) with the batch size lowered to 8, and the trainer
-``nnUNetTrainerPICK_demo``: 20 epochs of 25 iterations, the first 12 labeled-only. That long a warm-up (60 % instead
+``nnUNetTrainerPICK_demo``: 18 epochs of 25 iterations, the first 12 labeled-only. That long a warm-up (2/3 instead
 of PICK's 25 %) is needed because nnU-Net only leaves its all-background start after about 150 labeled iterations,
-and pseudo-labels from an all-background model mask nothing. ``--full`` (meant for a GPU) trains the unchanged
-``3d_fullres`` plans with ``nnUNetTrainerPICK_100epochs``.
+and pseudo-labels from an all-background model mask nothing. nnU-Net's worker pools are limited to 2 processes
+(``nnUNet_def_n_proc``) and the augmentation to 1 worker per loader (``nnUNet_n_proc_DA``), unless set.
+``--full`` (meant for a GPU) trains the unchanged ``3d_fullres`` plans with ``nnUNetTrainerPICK_100epochs``.
 """
 
 from __future__ import annotations
@@ -155,7 +156,9 @@ def run_demo(workdir: Path, device: str = "cpu", full: bool = False, log=print) 
     env.update(nnUNet_raw=str(workdir / "nnUNet_raw"), nnUNet_preprocessed=str(workdir / "nnUNet_preprocessed"),
                nnUNet_results=str(workdir / "nnUNet_results"))
     if device == "cpu":
+        # 2 cores: nnU-Net's default pools of 8 spawned workers cost more than they save
         env.setdefault("nnUNet_n_proc_DA", "1")
+        env.setdefault("nnUNet_def_n_proc", "2")
     configuration = "3d_fullres" if full else CPU_CONFIGURATION
     preprocessed_configuration = "3d_fullres" if full else "2d"
     trainer = "nnUNetTrainerPICK_100epochs" if full else "nnUNetTrainerPICK_demo"
@@ -177,7 +180,7 @@ def run_demo(workdir: Path, device: str = "cpu", full: bool = False, log=print) 
     if not full:
         add_cpu_configuration(workdir / "nnUNet_preprocessed" / DATASET_NAME / "nnUNetPlans.json")
         log(f"[demo] CPU-sized run: plans configuration {CPU_CONFIGURATION} = nnU-Net's 2d with batch size "
-            f"{CPU_BATCH_SIZE}; trainer {trainer} (20 epochs x 25 iterations, the first 12 epochs labeled-only). "
+            f"{CPU_BATCH_SIZE}; trainer {trainer} (18 epochs x 25 iterations, the first 12 epochs labeled-only). "
             f"Use --full on a GPU for the 3d_fullres plans and a 100-epoch schedule.")
     step("preprocess unlabeled", [_command("nnUNetv2_pick_preprocess_unlabeled"), "-d", str(DATASET_ID), "-c",
                                   configuration, "-np", "2"])

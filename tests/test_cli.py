@@ -48,7 +48,7 @@ def test_demo_dataset_roles_and_split(tmp_path):
     assert len(list((folder / "labelsTr").iterdir())) == 12  # no label of an unlabeled or test case
     split = json.loads((folder / "splits_final.json").read_text())
     assert split == [{"train": roles["labeled"][:8], "val": roles["labeled"][8:]}]
-    assert "CC-BY-SA" in json.loads((folder / "dataset.json").read_text())["license"]
+    assert "CC-BY-SA" in json.loads((folder / "dataset.json").read_text())["licence"]  # nnU-Net's spelling
 
 
 def test_demo_refuses_a_foreign_workdir(tmp_path):

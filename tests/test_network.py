@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from helpers import load_plans
@@ -20,10 +21,8 @@ def configuration(preprocessed, plans_name, config):
 
 
 def small_input(cm, channels, batch=2):
-    # the smallest input every stage can downsample: the product of the strides per axis
-    import numpy as np
-
-    size = np.prod(np.array(cm.pool_op_kernel_sizes), axis=0)
+    # twice the product of the strides per axis: 2 voxels per axis at the bottleneck (instance norm needs > 1)
+    size = 2 * np.prod(np.array(cm.pool_op_kernel_sizes), axis=0)
     return torch.randn(batch, channels, *[int(s) for s in size])
 
 

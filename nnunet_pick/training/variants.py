@@ -66,5 +66,5 @@ for _lam in (0.2, 1.2):
 
 # the embedded demo's CPU schedule (nnUNetv2_pick_demo, see nnunet_pick.demo for why the warm-up is 60 %)
 declare_variant("nnUNetTrainerPICK_demo", "nnUNetTrainerPICK on the demo's short CPU schedule.",
-                num_epochs=20, num_iterations_per_epoch=25, num_val_iterations_per_epoch=5, num_warmup_epochs=12,
+                num_epochs=18, num_iterations_per_epoch=25, num_val_iterations_per_epoch=5, num_warmup_epochs=12,
                 mim_figure_every=5)

@@ -4,14 +4,21 @@ One convention throughout: a bool tensor named ``masked`` of shape (B, 1, X, Y[,
 from the encoder (and where the MIM loss is computed). It broadcasts over the C image channels.
 
 Sources: PICK Eq. 5 (pseudo-label), Eq. 6 (masked image) and Sec. 3.4 (attentive masking: mask the predicted
-foreground). The other strategies of the paper's Table 7 are selected by name through :func:`compute_mask`.
+foreground). The other strategies of the paper's Table 7 (random v1 / v2, background) are selected by name through
+:func:`compute_mask`.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-MASKING_STRATEGIES: tuple[str, ...] = ("attentive",)
+MASKING_STRATEGIES: tuple[str, ...] = ("attentive", "background", "random_blocks", "random_single_block")
+#: PICK Table 7: random masking hides 60 % of the patch
+RANDOM_MASK_RATIO = 0.6
+#: PICK Table 7, random v1: blocks of 16 voxels per axis (16x16x16 in 3D, 16x16 in 2D)
+RANDOM_MASK_BLOCK = 16
 
 
 def pseudo_label(logits: torch.Tensor, *, has_regions: bool) -> torch.Tensor:
@@ -47,13 +54,68 @@ def attentive_mask(pseudo: torch.Tensor, *, has_regions: bool) -> torch.Tensor:
     return pseudo != 0
 
 
-def compute_mask(strategy: str, pseudo: torch.Tensor, *, has_regions: bool) -> torch.Tensor:
+def random_block_mask(batch: int, spatial: tuple[int, ...], *, block: int = RANDOM_MASK_BLOCK,
+                      ratio: float = RANDOM_MASK_RATIO, device: torch.device | str = "cpu",
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """PICK Table 7 "random v1": the patch is tiled into ``block``-voxel cubes (squares in 2D) and a random
+    ``round(ratio * n_blocks)`` of them are masked, independently per sample. Edge tiles are cut at the border.
+
+    Args:
+        batch: B.
+        spatial: (X, Y[, Z]) in voxels.
+        block: tile edge in voxels.
+        ratio: fraction of tiles masked.
+        device: where the mask is made.
+        generator: random source (``None``: torch's global one).
+
+    Returns:
+        ``masked``, bool (B, 1, X, Y[, Z]).
+    """
+    grid = [math.ceil(s / block) for s in spatial]
+    n_tiles = math.prod(grid)
+    n_masked = round(ratio * n_tiles)
+    scores = torch.rand(batch, n_tiles, generator=generator, device=device if generator is None else generator.device)
+    chosen = scores.argsort(1)[:, :n_masked]
+    tiles = torch.zeros(batch, n_tiles, dtype=torch.bool, device=chosen.device)
+    tiles.scatter_(1, chosen, True)
+    tiles = tiles.view(batch, 1, *grid)
+    for axis in range(len(spatial)):
+        tiles = tiles.repeat_interleave(block, dim=axis + 2)
+    return tiles[(slice(None), slice(None), *[slice(0, s) for s in spatial])].to(device)
+
+
+def random_single_block_mask(batch: int, spatial: tuple[int, ...], *, ratio: float = RANDOM_MASK_RATIO,
+                             device: torch.device | str = "cpu",
+                             generator: torch.Generator | None = None) -> torch.Tensor:
+    """PICK Table 7 "random v2": one axis-aligned box covering ``ratio`` of the patch, at a random position per sample.
+
+    Each edge is ``round(size * ratio ** (1 / ndim))`` voxels, so the box's volume is ``ratio`` of the patch (up to
+    rounding).
+
+    Args / Returns: as :func:`random_block_mask`.
+    """
+    edges = [max(1, round(s * ratio ** (1 / len(spatial)))) for s in spatial]
+    masked = torch.zeros(batch, 1, *spatial, dtype=torch.bool)
+    for b in range(batch):
+        box = []
+        for size, edge in zip(spatial, edges, strict=True):
+            start = int(torch.randint(0, size - edge + 1, (1,), generator=generator))
+            box.append(slice(start, start + edge))
+        masked[(b, 0, *box)] = True
+    return masked.to(device)
+
+
+def compute_mask(strategy: str, pseudo: torch.Tensor, *, has_regions: bool,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
     """Dispatch to a masking strategy by name (the trainer's ``masking`` attribute).
 
     Args:
-        strategy: one of :data:`MASKING_STRATEGIES`.
-        pseudo: output of :func:`pseudo_label`.
+        strategy: one of :data:`MASKING_STRATEGIES`: ``attentive`` (PICK: hide the predicted foreground),
+            ``background`` (hide the predicted background, ``1 - M``), ``random_blocks`` (random v1),
+            ``random_single_block`` (random v2).
+        pseudo: output of :func:`pseudo_label` (random strategies use only its shape and device).
         has_regions: label or region heads.
+        generator: random source for the random strategies.
 
     Returns:
         ``masked``, bool (B, 1, X, Y[, Z]).
@@ -63,6 +125,13 @@ def compute_mask(strategy: str, pseudo: torch.Tensor, *, has_regions: bool) -> t
     """
     if strategy == "attentive":
         return attentive_mask(pseudo, has_regions=has_regions)
+    if strategy == "background":
+        return ~attentive_mask(pseudo, has_regions=has_regions)
+    spatial = tuple(pseudo.shape[2:])
+    if strategy == "random_blocks":
+        return random_block_mask(pseudo.shape[0], spatial, device=pseudo.device, generator=generator)
+    if strategy == "random_single_block":
+        return random_single_block_mask(pseudo.shape[0], spatial, device=pseudo.device, generator=generator)
     raise ValueError(f"Unknown masking strategy {strategy!r}; expected one of {MASKING_STRATEGIES}.")
 
 

@@ -100,3 +100,70 @@ def test_auxiliary_target_formats_for_nnunet_losses():
     with_ignore = auxiliary_target(regions, has_regions=True, has_ignore_label=True)
     assert with_ignore.shape == (1, 3, 1, 2)
     assert with_ignore[:, -1].sum() == 0  # a pseudo-label ignores nothing
+
+
+def test_random_blocks_mask_exactly_60_percent_of_16_voxel_tiles():
+    from nnunet_pick.masking import random_block_mask
+
+    g = torch.Generator().manual_seed(0)
+    masked = random_block_mask(3, (32, 48, 16), generator=g)  # 2 x 3 x 1 = 6 tiles, round(3.6) = 4 masked
+    assert masked.shape == (3, 1, 32, 48, 16)
+    tiles = masked[:, 0, ::16, ::16, ::16]
+    assert tiles.reshape(3, -1).sum(1).tolist() == [4, 4, 4]
+    # every tile is all masked or all visible
+    blocks = masked[:, 0].reshape(3, 2, 16, 3, 16, 1, 16)
+    assert torch.equal(blocks.all(dim=(2, 4, 6)), blocks.any(dim=(2, 4, 6)))
+    # edge tiles are cut at the border: 2D 40 x 20 -> 3 x 2 tiles, round(0.6 * 6) = 4 masked
+    masked2d = random_block_mask(1, (40, 20), generator=g)
+    assert masked2d.shape == (1, 1, 40, 20)
+    assert masked2d[0, 0, ::16, ::16].sum() == 4
+
+
+def test_random_single_block_covers_60_percent_in_one_box():
+    from nnunet_pick.masking import random_single_block_mask
+
+    masked = random_single_block_mask(4, (40, 50, 30), generator=torch.Generator().manual_seed(1))
+    edges = [round(s * 0.6 ** (1 / 3)) for s in (40, 50, 30)]  # 34, 42, 25
+    assert edges == [34, 42, 25]
+    for m in masked[:, 0]:
+        idx = m.nonzero()
+        extent = (idx.max(0).values - idx.min(0).values + 1).tolist()
+        assert extent == edges
+        assert m.sum() == 34 * 42 * 25  # one solid box
+    assert masked.float().mean().item() == pytest.approx(0.6, abs=0.01)
+
+
+def test_background_mask_is_the_complement_of_the_attentive_mask():
+    pseudo = torch.tensor([[[[0, 1], [2, 0]]]])
+    assert compute_mask("background", pseudo, has_regions=False).tolist() == [[[[True, False], [False, True]]]]
+
+
+def test_cutmix_pastes_the_same_box_into_images_and_every_target_scale():
+    from nnunet_pick.augmentation import cutmix
+
+    data = torch.stack([torch.full((1, 4, 4), 1.0), torch.full((1, 4, 4), 2.0)])  # B=2, C=1, 4x4
+    target = [torch.stack([torch.zeros(1, 4, 4), torch.ones(1, 4, 4)]),
+              torch.stack([torch.zeros(1, 2, 2), torch.ones(1, 2, 2)])]  # full and half resolution
+    mixed, mixed_target = cutmix(data, target, [(0, 2), (1, 4)], torch.tensor([1, 0]))
+    expected0 = torch.tensor([[1, 2, 2, 2], [1, 2, 2, 2], [1, 1, 1, 1], [1, 1, 1, 1]], dtype=torch.float32)
+    assert torch.equal(mixed[0, 0], expected0)
+    assert torch.equal(mixed[1, 0], 3 - expected0)
+    assert torch.equal(mixed_target[0][0, 0], expected0 - 1)
+    # half resolution: rows [0, 1), columns [0, 2) (floor of the start, ceil of the end)
+    assert mixed_target[1][0, 0].tolist() == [[1, 1], [0, 0]]
+    assert torch.equal(data[0], torch.full((1, 4, 4), 1.0))  # inputs untouched
+
+
+def test_fourier_amplitude_mix_keeps_phase_and_mixes_amplitude():
+    from nnunet_pick.augmentation import fourier_amplitude_mix
+
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    partner = torch.tensor([1, 0])
+    torch.testing.assert_close(fourier_amplitude_mix(x, torch.zeros(2), partner), x, atol=1e-5, rtol=0)
+    out = fourier_amplitude_mix(x, torch.tensor([1.0, 0.5]), partner)
+    f_out, f_x = torch.fft.fftn(out, dim=(2, 3)), torch.fft.fftn(x, dim=(2, 3))
+    torch.testing.assert_close(f_out[0].abs(), f_x[1].abs(), atol=1e-4, rtol=1e-4)  # λ = 1: partner's amplitude
+    torch.testing.assert_close(f_out[1].abs(), 0.5 * f_x[1].abs() + 0.5 * f_x[0].abs(), atol=1e-4, rtol=1e-4)
+    keep = f_x[0].abs() > 1e-3
+    torch.testing.assert_close(torch.cos(f_out[0].angle() - f_x[0].angle())[keep], torch.ones(int(keep.sum())),
+                               atol=1e-3, rtol=0)  # own phase

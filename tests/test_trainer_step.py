@@ -180,3 +180,47 @@ def test_epoch_logging_progress_png_and_mim_figure(trainer, tmp_path):
     assert height == 2700
     t.save_mim_figure(str(tmp_path / "mim.png"))
     assert Image.open(tmp_path / "mim.png").format == "PNG"
+
+
+@pytest.mark.parametrize(("settings", "disabled_decoder", "nan_terms"), [
+    ({"train_aux_decoder": False}, "aux_decoder", ("train_loss_aux_labeled", "train_loss_aux_unlabeled")),
+    ({"train_mim_decoder": False}, "mim_decoder", ("train_loss_mim_labeled", "train_loss_mim_unlabeled")),
+])
+def test_ablations_leave_out_one_decoder(trainer, monkeypatch, settings, disabled_decoder, nan_terms):
+    t = trainer
+    for k, v in settings.items():
+        monkeypatch.setattr(t, k, v)
+    monkeypatch.setattr(t, "_optimizer_step", lambda: None)
+    t.current_epoch = t.num_warmup_epochs
+    t.optimizer.zero_grad(set_to_none=True)
+    out = t.train_step(next(t.dataloader_train))
+    assert all(math.isnan(out[k]) for k in nan_terms)
+    kept = [k for k in ("train_loss_seg", "train_loss_mim_labeled", "train_loss_aux_labeled",
+                        "train_loss_mim_unlabeled", "train_loss_aux_unlabeled") if k not in nan_terms]
+    assert all(math.isfinite(out[k]) for k in kept)
+    weights = {"train_loss_seg": 1, "train_loss_mim_labeled": t.lambda_mim, "train_loss_mim_unlabeled": t.lambda_mim,
+               "train_loss_aux_labeled": 1, "train_loss_aux_unlabeled": 1}
+    assert float(out["loss"]) == pytest.approx(sum(weights[k] * float(out[k]) for k in kept), rel=1e-6)
+    head = getattr(t._unwrapped_network(), disabled_decoder).seg_layers[-1]
+    assert all(p.grad is None for p in head.parameters())
+    t.optimizer.zero_grad(set_to_none=True)
+
+
+@pytest.mark.parametrize("name", ["nnUNetTrainerPICK_randomMaskV1", "nnUNetTrainerPICK_randomMaskV2",
+                                  "nnUNetTrainerPICK_backgroundMask", "nnUNetTrainerPICK_CutMix",
+                                  "nnUNetTrainerPICK_Fourier"])
+def test_strategy_variants_run_a_finite_step(trainer, monkeypatch, name):
+    import nnunet_pick
+
+    t = trainer
+    for k, v in getattr(nnunet_pick, name).pick_settings.items():
+        monkeypatch.setattr(t, k, v)
+    monkeypatch.setattr(t, "_optimizer_step", lambda: None)
+    t.current_epoch = t.num_warmup_epochs
+    out = t.train_step(next(t.dataloader_train))
+    assert all(math.isfinite(float(out[k])) for k in ("loss", *PICK_CURVES))
+    if name.startswith("nnUNetTrainerPICK_randomMask"):
+        assert out["masked_fraction_unlabeled"] == pytest.approx(0.6, abs=0.1)
+    if name == "nnUNetTrainerPICK_backgroundMask":
+        assert out["masked_fraction_unlabeled"] > 0.5  # the hippocampus is a small part of the patch
+    t.optimizer.zero_grad(set_to_none=True)

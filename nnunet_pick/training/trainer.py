@@ -34,6 +34,7 @@ from torch import autocast, nn
 from torch import distributed as dist
 from torch._dynamo import OptimizedModule
 
+from nnunet_pick.augmentation import cutmix, cutmix_box, fourier_amplitude_mix
 from nnunet_pick.losses import auxiliary_target, masked_l1_loss, paste_reconstruction
 from nnunet_pick.masking import MASKING_STRATEGIES, apply_mask, compute_mask, pseudo_label
 from nnunet_pick.network import PICKNetwork
@@ -71,6 +72,11 @@ class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
     - ``masking`` (str, ``"attentive"``): masking strategy (:data:`nnunet_pick.masking.MASKING_STRATEGIES`).
     - ``mim_figure_every`` (int, 10): write ``mim_epoch_XXXX.png`` every this many epochs (and ``mim_final.png``).
     - ``grad_clip_norm`` (float, 12): gradient-norm clip, nnU-Net's value.
+    - ``train_mim_decoder`` / ``train_aux_decoder`` (bool, True): ablations of PICK Table 6. Without the MIM decoder
+      the auxiliary decoder segments the masked image; without the auxiliary decoder only primary + MIM train.
+    - ``cutmix_probability`` (float, 0): CutMix on labeled batches with this probability (Yun et al. 2019).
+    - ``fourier_mix_eta`` (float, 0): Fourier amplitude mixing of every batch with ``λ ~ U(0, eta)`` (Xu et al.
+      2021); 0 disables it.
 
     Raises:
         NotImplementedError: for cascaded configurations (unlabeled cases have no previous-stage prediction).
@@ -90,6 +96,11 @@ class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
         self.masking = "attentive"
         self.mim_figure_every = 10
         self.grad_clip_norm = 12.0
+        # ablations (PICK Table 6) and the authors' extra augmentations (Sec. 4.2, 4.3.5); off in PICK itself
+        self.train_mim_decoder = True
+        self.train_aux_decoder = True
+        self.cutmix_probability = 0.0
+        self.fourier_mix_eta = 0.0
 
         self.logger.local_logger = PICKLocalLogger()
         self.dataloader_unlabeled = None
@@ -292,6 +303,7 @@ class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
         target = batch["target"]
         target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
             else target.to(self.device, non_blocking=True)
+        data, target = self._mix_labeled_batch(data, target)
 
         self.optimizer.zero_grad(set_to_none=True)
         terms = self._labeled_branches(data, target)
@@ -300,16 +312,38 @@ class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
             terms.update(train_loss_mim_unlabeled=nan, train_loss_aux_unlabeled=nan, masked_fraction_unlabeled=nan)
         else:
             unlabeled = next(self.dataloader_unlabeled)["data"].to(self.device, non_blocking=True)
-            terms.update(self._unlabeled_branches(unlabeled))
+            terms.update(self._unlabeled_branches(self._mix_unlabeled_batch(unlabeled)))
         self._optimizer_step()
         terms["warmup"] = torch.tensor(float(warmup), device=self.device)
         # one device->host copy per step for all logged values
-        values = dict(zip(terms, torch.stack([t.float() for t in terms.values()]).cpu().numpy(), strict=False))
-        total = values["train_loss_seg"] + self.lambda_mim * values["train_loss_mim_labeled"] \
-            + values["train_loss_aux_labeled"]
-        if not warmup:
-            total += self.lambda_mim * values["train_loss_mim_unlabeled"] + values["train_loss_aux_unlabeled"]
+        values = dict(zip(terms, torch.stack([t.float() for t in terms.values()]).cpu().numpy(), strict=True))
+        total = sum(w * values[k] for k, w in self._loss_weights(warmup).items())
         return {"loss": np.array(total), **values}
+
+    def _loss_weights(self, warmup: bool) -> dict[str, float]:
+        """Weight of each logged term in L (PICK Eqs. 10-12); terms of disabled branches are left out."""
+        weights = {"train_loss_seg": 1.0}
+        parts = ("labeled",) if warmup else ("labeled", "unlabeled")
+        for part in parts:
+            if self.train_mim_decoder:
+                weights[f"train_loss_mim_{part}"] = self.lambda_mim
+            if self.train_aux_decoder:
+                weights[f"train_loss_aux_{part}"] = 1.0
+        return weights
+
+    def _mix_labeled_batch(self, data: torch.Tensor, target):
+        """CutMix (with probability ``cutmix_probability``) and Fourier amplitude mixing (``fourier_mix_eta``)."""
+        if self.cutmix_probability > 0 and float(torch.rand(())) < self.cutmix_probability:
+            box = cutmix_box(tuple(data.shape[2:]))
+            data, target = cutmix(data, target, box, torch.randperm(data.shape[0], device=data.device))
+        return self._mix_unlabeled_batch(data), target
+
+    def _mix_unlabeled_batch(self, data: torch.Tensor) -> torch.Tensor:
+        """Fourier amplitude mixing with ``λ ~ U(0, fourier_mix_eta)`` (off when the eta is 0)."""
+        if self.fourier_mix_eta <= 0:
+            return data
+        lam = torch.rand(data.shape[0], device=data.device) * self.fourier_mix_eta
+        return fourier_amplitude_mix(data, lam, torch.randperm(data.shape[0], device=data.device))
 
     def _segmentation_mask(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(pseudo-label, masked) from primary logits (PICK Eq. 5 and the configured masking strategy)."""
@@ -352,10 +386,24 @@ class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
         self._backward(loss_seg)
         del output, logits
         full_res_target = target[0] if isinstance(target, list) else target
-        loss_mim, reconstruction = self._mim_branch(data, masked)
-        loss_aux = self._aux_branch(data, reconstruction, masked, full_res_target)
+        loss_mim, loss_aux = self._mim_and_aux_branches(data, masked, full_res_target)
         return {"train_loss_seg": loss_seg.detach(), "train_loss_mim_labeled": loss_mim,
                 "train_loss_aux_labeled": loss_aux, "masked_fraction_labeled": masked.float().mean()}
+
+    def _mim_and_aux_branches(self, image: torch.Tensor, masked: torch.Tensor,
+                              target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The MIM branch, then the auxiliary branch on its pasted reconstruction (both back-propagated).
+
+        Ablations (PICK Table 6): without the MIM decoder the auxiliary decoder sees the masked image itself;
+        a disabled branch's loss is NaN (not computed).
+        """
+        nan = torch.tensor(math.nan, device=image.device)
+        if self.train_mim_decoder:
+            loss_mim, reconstruction = self._mim_branch(image, masked)
+        else:
+            loss_mim, reconstruction = nan, torch.zeros_like(image)  # pasted into the mask: the masked image
+        loss_aux = self._aux_branch(image, reconstruction, masked, target) if self.train_aux_decoder else nan
+        return loss_mim, loss_aux
 
     def _unlabeled_branches(self, data: torch.Tensor) -> dict[str, torch.Tensor]:
         """PICK Eq. 10: pseudo-label without gradient, then λ·L_mim^u and L_aux^u against the pseudo-label.
@@ -369,8 +417,7 @@ class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
         del output, logits
         target = auxiliary_target(pseudo, has_regions=self.label_manager.has_regions,
                                   has_ignore_label=self.label_manager.has_ignore_label)
-        loss_mim, reconstruction = self._mim_branch(data, masked)
-        loss_aux = self._aux_branch(data, reconstruction, masked, target)
+        loss_mim, loss_aux = self._mim_and_aux_branches(data, masked, target)
         return {"train_loss_mim_unlabeled": loss_mim, "train_loss_aux_unlabeled": loss_aux,
                 "masked_fraction_unlabeled": masked.float().mean()}
 

@@ -59,10 +59,31 @@ for _epochs in (1, 5, 10, 20, 50, 100, 250, 500):
     declare_variant(f"nnUNetTrainerPICK_{_epochs}epoch{'s' if _epochs > 1 else ''}",
                     f"nnUNetTrainerPICK with num_epochs={_epochs} (warm-up 25 % of it).", num_epochs=_epochs)
 
-# the paper's best lambda_mim values other than the default 1.0 (PICK Sec. 5.1, Fig. 4)
-for _lam in (0.2, 1.2):
+# lambda_mim: the paper's best values other than 1.0 (0.2, 1.2; Sec. 5.1) and its Fig. 4 sweep 0.1 ... 1.3
+for _lam in (0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.1, 1.2, 1.3):
     declare_variant(f"nnUNetTrainerPICK_lambda{lambda_suffix(_lam)}",
                     f"nnUNetTrainerPICK with lambda_mim={_lam}.", lambda_mim=_lam)
+
+# ablations, PICK Table 6 (the labeled-only baseline is nnU-Net's own nnUNetTrainer on the same splits)
+declare_variant("nnUNetTrainerPICK_noAux", "PICK without the auxiliary decoder: primary + MIM (Table 6).",
+                train_aux_decoder=False)
+declare_variant("nnUNetTrainerPICK_noMIM", "PICK without the MIM decoder: the auxiliary decoder segments the "
+                "masked image instead of the reconstructed one (Table 6).", train_mim_decoder=False)
+
+# masking strategies, PICK Table 7 (attentive masking is nnUNetTrainerPICK itself)
+declare_variant("nnUNetTrainerPICK_randomMaskV1", "Random masking v1: 60 % of 16-voxel blocks (Table 7).",
+                masking="random_blocks")
+declare_variant("nnUNetTrainerPICK_randomMaskV2", "Random masking v2: one block covering 60 % of the patch (Table 7).",
+                masking="random_single_block")
+declare_variant("nnUNetTrainerPICK_backgroundMask", "Background masking: hide the predicted background (Table 7).",
+                masking="background")
+
+# the authors' extra augmentations
+declare_variant("nnUNetTrainerPICK_CutMix", "PICK with CutMix on every labeled batch (the authors used CutMix, "
+                "Sec. 4.2; applying it to every batch is this project's choice).",
+                cutmix_probability=1.0)
+declare_variant("nnUNetTrainerPICK_Fourier", "PICK with Fourier amplitude mixing of all batches, eta = 1 (M&Ms, "
+                "Sec. 4.3.5).", fourier_mix_eta=1.0)
 
 # the embedded demo's CPU schedule (nnUNetv2_pick_demo, see nnunet_pick.demo for why the warm-up is 60 %)
 declare_variant("nnUNetTrainerPICK_demo", "nnUNetTrainerPICK on the demo's short CPU schedule.",

@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    if name.startswith("nnUNetTrainerPICK"):
+    if name.startswith("nnUNetTrainer"):
         from nnunet_pick.training.variants import TRAINERS
 
         if name in TRAINERS:

@@ -22,13 +22,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from nnunet_pick.demo_data import HIPPOCAMPUS
+from nnunet_pick.subprocesses import installed_command, run_logged
 
 DATASET_ID = 990
 DATASET_NAME = f"Dataset{DATASET_ID:03d}_PICKDemoHippocampus"
@@ -48,27 +47,6 @@ class DemoResult:
     dice_per_class: dict[str, float]
     dice_per_case: dict[str, dict[str, float]]
     seconds: dict[str, float] = field(default_factory=dict)
-
-
-def _command(name: str) -> str:
-    """Path of an installed console script, from this interpreter's environment first."""
-    beside = Path(sys.executable).parent / name
-    found = str(beside) if beside.exists() else shutil.which(name)
-    if found is None:
-        raise FileNotFoundError(f"Command {name} not found; install nnunetv2 and nnunet-pick into this environment.")
-    return found
-
-
-def _run(args: list[str], env: dict[str, str], log: Path) -> None:
-    """Run one command, its output appended to ``log``; raise with the log's tail if it fails."""
-    with open(log, "a") as f:
-        f.write(f"\n$ {' '.join(args)}\n")
-        f.flush()
-        proc = subprocess.run(args, env=env, stdout=f, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        tail = log.read_text().splitlines()[-40:]
-        raise RuntimeError(f"{' '.join(args)} failed with exit code {proc.returncode}. Last lines of {log}:\n"
-                           + "\n".join(tail))
 
 
 def prepare_workdir(workdir: Path) -> None:
@@ -168,30 +146,31 @@ def run_demo(workdir: Path, device: str = "cpu", full: bool = False, log=print) 
     def step(name: str, args: list[str]) -> None:
         log(f"[demo] {name}: {' '.join(Path(args[0]).name if i == 0 else a for i, a in enumerate(args))}")
         start = time.perf_counter()
-        _run(args, env, command_log)
+        run_logged(args, env, command_log)
         seconds[name] = time.perf_counter() - start
 
     roles = build_dataset(workdir / "nnUNet_raw")
     log(f"[demo] dataset {DATASET_NAME}: {len(roles['labeled'])} labeled ({N_LABELED - N_VALIDATION} train / "
         f"{N_VALIDATION} validation in fold 0), {len(roles['unlabeled'])} unlabeled in imagesUnlabeled, "
         f"{len(roles['test'])} test cases")
-    step("plan and preprocess", [_command("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c",
-                                 preprocessed_configuration, "-np", "2"])
+    raw = workdir / "nnUNet_raw" / DATASET_NAME
+    step("plan and preprocess", [installed_command("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID),
+                                 "-c", preprocessed_configuration, "-np", "2"])
     if not full:
         add_cpu_configuration(workdir / "nnUNet_preprocessed" / DATASET_NAME / "nnUNetPlans.json")
         log(f"[demo] CPU-sized run: plans configuration {CPU_CONFIGURATION} = nnU-Net's 2d with batch size "
             f"{CPU_BATCH_SIZE}; trainer {trainer} (18 epochs x 25 iterations, the first 12 epochs labeled-only). "
             f"Use --full on a GPU for the 3d_fullres plans and a 100-epoch schedule.")
-    step("preprocess unlabeled", [_command("nnUNetv2_pick_preprocess_unlabeled"), "-d", str(DATASET_ID), "-c",
-                                  configuration, "-np", "2"])
-    step("train", [_command("nnUNetv2_train"), str(DATASET_ID), configuration, "0", "-tr", trainer,
+    step("preprocess unlabeled", [installed_command("nnUNetv2_pick_preprocess_unlabeled"), "-d", str(DATASET_ID),
+                                  "-c", configuration, "-np", "2"])
+    step("train", [installed_command("nnUNetv2_train"), str(DATASET_ID), configuration, "0", "-tr", trainer,
                    "-device", device])
     predictions = workdir / "predictions"
-    step("predict", [_command("nnUNetv2_predict"), "-i", str(workdir / "nnUNet_raw" / DATASET_NAME / "imagesTs"),
-                     "-o", str(predictions), "-d", str(DATASET_ID), "-c", configuration, "-tr", trainer, "-f", "0",
-                     "-device", device, "-npp", "1", "-nps", "1"])
+    step("predict", [installed_command("nnUNetv2_predict"), "-i", str(raw / "imagesTs"), "-o", str(predictions),
+                     "-d", str(DATASET_ID), "-c", configuration, "-tr", trainer, "-f", "0", "-device", device,
+                     "-npp", "1", "-nps", "1"])
     summary = compute_metrics_on_folder(
-        str(workdir / "nnUNet_raw" / DATASET_NAME / "labelsTs"), str(predictions), str(predictions / "summary.json"),
+        str(raw / "labelsTs"), str(predictions), str(predictions / "summary.json"),
         SimpleITKIO(), ".nii.gz", [1, 2], num_processes=1)
     names = {1: "Anterior", 2: "Posterior"}
     dice_per_class = {names[int(k)]: float(v["Dice"]) for k, v in summary["mean"].items()}

@@ -21,8 +21,8 @@ def test_expected_commands_are_installed():
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_help(script):
-    proc = subprocess.run([str(Path(sys.executable).parent / script), "--help"], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run([str(Path(sys.executable).parent / script), "--help"], capture_output=True,
+                          encoding="utf-8", timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert script in proc.stdout
 

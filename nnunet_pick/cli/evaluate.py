@@ -33,10 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"nnUNetv2_pick_evaluate: error: {e}", file=sys.stderr)
         return 1
-    print(f"{len(summary['metric_per_case'])} cases; mean ± std (NaN-free cases):")
+    print(f"{len(summary['metric_per_case'])} cases; mean +/- std (NaN-free cases):")
     print("label  " + "  ".join(f"{m:>16s}" for m in METRICS))
     for label, means in summary["mean"].items():
-        cells = [f"{means[m]:8.4f} ± {summary['std'][label][m]:6.4f}" for m in METRICS]
+        cells = [f"{means[m]:8.4f} +/- {summary['std'][label][m]:6.4f}" for m in METRICS]
         print(f"{label:6s} " + "  ".join(cells))
     print(f"written: {output} and {output.rsplit('.', 1)[0]}.csv")
     return 0

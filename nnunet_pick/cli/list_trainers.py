@@ -12,6 +12,7 @@ def main(argv: list[str] | None = None) -> int:
     from nnunet_pick.training.variants import TRAINERS
 
     width = max(len(n) for n in TRAINERS)
+    print("Trainers nnU-Net finds once nnunet-pick is installed (use with nnUNetv2_train -tr NAME):")
     for name, cls in TRAINERS.items():
         settings = ", ".join(f"{k}={v}" for k, v in getattr(cls, "pick_settings", {}).items()) or "PICK defaults"
         print(f"{name:{width}s}  {settings:60s}  {(cls.__doc__ or '').strip().splitlines()[0]}")

@@ -462,16 +462,19 @@ class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
 
     @torch.no_grad()
     def save_mim_figure(self, path: str) -> None:
-        """Run one unlabeled patch through all branches (no gradient) and save :func:`save_mim_figure`'s PNG."""
+        """Run an unlabeled batch through all branches (no gradient) and save :func:`save_mim_figure`'s PNG of the
+        patch with the most masked voxels (a patch without predicted foreground shows nothing of MIM)."""
         network = self._unwrapped_network()
         was_training = network.training
         network.eval()
         try:
-            image = next(self.dataloader_unlabeled)["data"][:1].to(self.device)
+            batch = next(self.dataloader_unlabeled)["data"].to(self.device)
             with self._autocast():
-                output = network(image)
+                output = network(batch)
                 logits = output[0] if isinstance(output, (list, tuple)) else output
-                _, masked = self._segmentation_mask(logits)
+                _, masked_batch = self._segmentation_mask(logits)
+                best = int(masked_batch.flatten(1).sum(1).argmax())
+                image, masked = batch[best:best + 1], masked_batch[best:best + 1]
                 masked_image = apply_mask(image, masked)
                 reconstruction = network(masked_image, branch="mim")
                 aux_logits = network(paste_reconstruction(image, reconstruction, masked), branch="aux")

@@ -11,14 +11,15 @@ from __future__ import annotations
 import sys
 
 import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_pick.training.trainer import nnUNetTrainerPICK
 
-TRAINERS: dict[str, type[nnUNetTrainerPICK]] = {"nnUNetTrainerPICK": nnUNetTrainerPICK}
+TRAINERS: dict[str, type[nnUNetTrainer]] = {"nnUNetTrainerPICK": nnUNetTrainerPICK}
 
 
-def declare_variant(name: str, doc: str, base: type[nnUNetTrainerPICK] = nnUNetTrainerPICK,
-                    **settings) -> type[nnUNetTrainerPICK]:
+def declare_variant(name: str, doc: str, base: type[nnUNetTrainer] = nnUNetTrainerPICK,
+                    **settings) -> type[nnUNetTrainer]:
     """Create and register ``name``: ``base`` with ``settings`` assigned after ``base.__init__``.
 
     Args:
@@ -84,6 +85,16 @@ declare_variant("nnUNetTrainerPICK_CutMix", "PICK with CutMix on every labeled b
                 cutmix_probability=1.0)
 declare_variant("nnUNetTrainerPICK_Fourier", "PICK with Fourier amplitude mixing of all batches, eta = 1 (M&Ms, "
                 "Sec. 4.3.5).", fourier_mix_eta=1.0)
+
+# the benchmark's CPU preset (nnUNetv2_pick_benchmark_ssl --preset hippocampus-cpu): both arms on one schedule of
+# 16 epochs x 25 iterations; the labeled-only arm is stock nnUNetTrainer with that schedule (nnU-Net's own
+# nnUNetTrainer_Xepochs keep 250 iterations per epoch). PICK warms up for half of it: an nnU-Net model leaves its
+# all-background start only after about 150 labeled iterations, and an all-background model masks nothing.
+_CPU_SCHEDULE = {"num_epochs": 16, "num_iterations_per_epoch": 25, "num_val_iterations_per_epoch": 5}
+declare_variant("nnUNetTrainer_benchmarkCPU", "nnU-Net's nnUNetTrainer (labeled only) on the benchmark's CPU schedule.",
+                base=nnUNetTrainer, **_CPU_SCHEDULE)
+declare_variant("nnUNetTrainerPICK_benchmarkCPU", "nnUNetTrainerPICK on the benchmark's CPU schedule.",
+                num_warmup_epochs=8, mim_figure_every=4, **_CPU_SCHEDULE)
 
 # the embedded demo's CPU schedule (nnUNetv2_pick_demo, see nnunet_pick.demo for why the warm-up is 60 %)
 declare_variant("nnUNetTrainerPICK_demo", "nnUNetTrainerPICK on the demo's short CPU schedule.",

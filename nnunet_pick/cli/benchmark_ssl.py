@@ -1,0 +1,54 @@
+"""``nnUNetv2_pick_benchmark_ssl -d D -c C (--labeled-fraction F | --num-labeled N) --folds ... -tr T [...]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from nnunet_pick.benchmark.runner import PRESETS
+
+    parser = argparse.ArgumentParser(
+        prog="nnUNetv2_pick_benchmark_ssl",
+        description="Semi-supervised benchmark in one command: label-fraction splits, the labeled-only baseline and "
+                    "PICK trainers on every fold (nnUNetv2_train, seeded, --repeats times), evaluation (Dice, "
+                    "Jaccard, ASD, HD95) and the report. Resumes where it stopped.")
+    parser.add_argument("-d", required=True, help="dataset name or id")
+    parser.add_argument("-c", default="3d_fullres", help="configuration (default 3d_fullres)")
+    parser.add_argument("-p", default="nnUNetPlans", help="plans identifier")
+    amount = parser.add_mutually_exclusive_group()
+    amount.add_argument("--labeled-fraction", type=float, help="labeled fraction for new splits")
+    amount.add_argument("--num-labeled", type=int, help="labeled cases per fold for new splits")
+    parser.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="folds to run")
+    parser.add_argument("--n-folds", type=int, default=5, help="K of new splits (default 5)")
+    parser.add_argument("-tr", nargs="+", default=["nnUNetTrainerPICK"], help="trainers to compare with the baseline")
+    parser.add_argument("--baseline", default="nnUNetTrainer", help="labeled-only arm (default nnUNetTrainer)")
+    parser.add_argument("--seed", type=int, default=12345, help="base seed; repeat r uses seed + r")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per arm and fold, with different seeds")
+    parser.add_argument("-device", choices=("cpu", "cuda"), default="cuda")
+    parser.add_argument("-o", "--output", default=None, help="output folder (default $nnUNet_results/"
+                                                               "pick_benchmark_<dataset>_<configuration>)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from nnunet_pick.benchmark.runner import run_benchmark
+
+    try:
+        text = run_benchmark(args.d, args.c, folds=args.folds, trainers=args.tr, baseline=args.baseline,
+                             labeled_fraction=args.labeled_fraction, num_labeled=args.num_labeled,
+                             n_folds=args.n_folds, plans=args.p, seed=args.seed, repeats=args.repeats,
+                             device=args.device, output=args.output, preset=args.preset)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"nnUNetv2_pick_benchmark_ssl: error: {e}", file=sys.stderr)
+        return 1
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -44,7 +44,8 @@ def labeled_cases(amos: Path) -> dict[str, tuple[Path, Path]]:
 def split_ids(cases: list[str], lists: list[Path] | None, seed: int) -> tuple[list[str], list[str], list[str]]:
     """(train, val, test) ids from the given lists, or a seeded permutation of the sorted ids."""
     if lists:
-        train, val, test = ([line.strip() for line in p.read_text().splitlines() if line.strip()] for p in lists)
+        train, val, test = ([line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+                             for p in lists)
         unknown = sorted(set(train + val + test) - set(cases))
         if unknown:
             raise ValueError(f"split lists name cases that are not in the download: {unknown[:10]}")
@@ -59,7 +60,7 @@ def split_ids(cases: list[str], lists: list[Path] | None, seed: int) -> tuple[li
 
 def convert(amos: Path, raw_root: Path, dataset_id: int = 218, num_labeled: int = 11, seed: int = 0,
             split_lists: list[Path] | None = None, unlabeled_dir: Path | None = None) -> Path:
-    source_json = json.loads((amos / "dataset.json").read_text())
+    source_json = json.loads((amos / "dataset.json").read_text(encoding="utf-8"))
     labels = {name: int(k) for k, name in source_json["labels"].items()}
     cases = labeled_cases(amos)
     train, val, test = split_ids(list(cases), split_lists, seed)
@@ -77,7 +78,7 @@ def convert(amos: Path, raw_root: Path, dataset_id: int = 218, num_labeled: int 
         for image in sorted(unlabeled_dir.glob("*.nii.gz")):
             shutil.copy(image, out / "imagesUnlabeled" / f"{image.name[: -len('.nii.gz')]}_0000.nii.gz")
     split = {"train": train[:num_labeled], "val": sorted(val), "unlabeled": train[num_labeled:]}
-    (out / "splits_final.json").write_text(json.dumps([split], indent=1))
+    (out / "splits_final.json").write_text(json.dumps([split], indent=1), encoding="utf-8")
     how = "the given split lists" if split_lists else f"a permutation of the sorted ids seeded with {seed}"
     (out / "dataset.json").write_text(json.dumps({
         "channel_names": {"0": "CT"}, "labels": labels, "numTraining": len(train) + len(val),
@@ -85,7 +86,7 @@ def convert(amos: Path, raw_root: Path, dataset_id: int = 218, num_labeled: int 
         "description": f"AMOS 2022 labeled scans: {len(train)} train / {len(val)} val (imagesTr) / {len(test)} test "
                        f"(imagesTs) from {how}; splits_final.json: {num_labeled} labeled",
         "reference": "Ji et al., AMOS: A Large-Scale Abdominal Multi-Organ Benchmark, NeurIPS 2022",
-        "licence": "CC BY 4.0"}, indent=1))
+        "licence": "CC BY 4.0"}, indent=1), encoding="utf-8")
     return out
 
 

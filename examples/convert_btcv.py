@@ -66,7 +66,7 @@ def convert(raw_data: Path, output: Path) -> Path:
         "name": "BTCV_as_AMOS", "description": "BTCV training scans as a test set, labels renumbered to AMOS's "
         "(portal/splenic vein -> background; no duodenum, bladder, prostate/uterus in BTCV)",
         "reference": "Landman et al., MICCAI 2015 Multi-Atlas Labeling Beyond the Cranial Vault",
-        "licence": "Synapse BTCV terms (syn3193805)"}, indent=1))
+        "licence": "Synapse BTCV terms (syn3193805)"}, indent=1), encoding="utf-8")
     return output
 
 

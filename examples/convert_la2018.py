@@ -33,7 +33,7 @@ CITATION = ("Xiong et al., A global benchmark of algorithms for segmenting the l
 
 
 def read_list(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def write_nifti(array_xyz: np.ndarray, path: Path, spacing=SPACING_MM) -> None:
@@ -73,14 +73,14 @@ def convert(input_folder: Path, raw_root: Path, dataset_id: int = 120, num_label
     train_present = [c for c in train if c in cases]
     split = {"train": train_present[:num_labeled], "val": sorted(c for c in test if c in cases),
              "unlabeled": train_present[num_labeled:]}
-    (out / "splits_final.json").write_text(json.dumps([split], indent=1))
+    (out / "splits_final.json").write_text(json.dumps([split], indent=1), encoding="utf-8")
     (out / "dataset.json").write_text(json.dumps({
         "channel_names": {"0": "MRI"}, "labels": {"background": 0, "left_atrium": 1},
         "numTraining": len(cases), "file_ending": ".nii.gz", "name": "LA2018",
         "description": "2018 Atrial Segmentation Challenge, LGE-MRI, from the SSL papers' h5 files; "
                        f"splits_final.json: {num_labeled} labeled of train.list, test.list as validation",
         "reference": CITATION, "licence": "research use (2018 Atrial Segmentation Challenge); cite the challenge "
-                                          "paper", "listed_cases_missing": len(missing)}, indent=1))
+                                          "paper", "listed_cases_missing": len(missing)}, indent=1), encoding="utf-8")
     return out
 
 

@@ -42,7 +42,7 @@ def read_info(path: Path) -> dict[str, dict]:
     Raises:
         ValueError: if a required column is missing.
     """
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     needed = {"External code", "Vendor", "ED", "ES"}
     if not rows or not needed <= set(rows[0]):
@@ -117,14 +117,15 @@ def convert(root: Path, info_csv: Path, raw_root: Path, dataset_id: int = 114, f
                 sitk.WriteImage(frame(image, info[code][phase]),
                                 str(out / "imagesUnlabeled" / f"{code}_{phase}_0000.nii.gz"))
     splits = leave_one_vendor_out({c: info[c]["vendor"] for c in labeled}, fraction, seed)
-    (out / "splits_final.json").write_text(json.dumps(splits, indent=1))
+    (out / "splits_final.json").write_text(json.dumps(splits, indent=1), encoding="utf-8")
     (out / "dataset.json").write_text(json.dumps({
         "channel_names": {"0": "MRI"}, "labels": {"background": 0, "LV": 1, "MYO": 2, "RV": 3},
         "numTraining": 2 * len(labeled), "file_ending": ".nii.gz", "name": "MnMs",
         "description": f"M&Ms ED/ES frames; splits_final.json: fold k holds out vendor {'/'.join(VENDORS)}[k], "
                        f"{fraction:g} of the other vendors' subjects labeled (seed {seed})",
         "reference": "Campello et al., Multi-Centre, Multi-Vendor and Multi-Disease Cardiac Segmentation: The M&Ms "
-                     "Challenge, IEEE TMI 40(12), 2021", "licence": "M&Ms data use agreement"}, indent=1))
+                     "Challenge, IEEE TMI 40(12), 2021", "licence": "M&Ms data use agreement"}, indent=1),
+        encoding="utf-8")
     return out
 
 

@@ -85,7 +85,7 @@ def convert(ct_root: Path, label_root: Path, raw_root: Path, dataset_id: int = 8
         "channel_names": {"0": "CT"}, "labels": {"background": 0, "pancreas": 1}, "numTraining": n,
         "file_ending": ".nii.gz", "name": "NIHPancreas",
         "reference": "Roth et al., Data from Pancreas-CT, The Cancer Imaging Archive (2016)",
-        "licence": "CC BY 3.0"}, indent=1))
+        "licence": "CC BY 3.0"}, indent=1), encoding="utf-8")
     return out
 
 

@@ -59,7 +59,7 @@ def prepare_workdir(workdir: Path) -> None:
         raise FileExistsError(f"{workdir} exists and was not made by nnUNetv2_pick_demo; choose an empty or new "
                               f"folder with --workdir (nothing was changed).")
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / MARKER).write_text("created by nnUNetv2_pick_demo\n")
+    (workdir / MARKER).write_text("created by nnUNetv2_pick_demo\n", encoding="utf-8")
     for sub in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "predictions"):
         target = workdir / sub / DATASET_NAME if sub != "predictions" else workdir / sub
         shutil.rmtree(target, ignore_errors=True)
@@ -97,15 +97,15 @@ def build_dataset(raw_root: Path) -> dict[str, list[str]]:
                     "Task04_Hippocampus; see README.md", converted_by="nnUNetv2_pick_demo")
     train = roles["labeled"][: N_LABELED - N_VALIDATION]
     val = roles["labeled"][N_LABELED - N_VALIDATION:]
-    (folder / "splits_final.json").write_text(json.dumps([{"train": train, "val": val}], indent=1))
+    (folder / "splits_final.json").write_text(json.dumps([{"train": train, "val": val}], indent=1), encoding="utf-8")
     return roles
 
 
 def add_cpu_configuration(plans_file: Path) -> None:
     """Add ``2d_demo_cpu`` to the plans: nnU-Net's ``2d`` with batch size 8 (same network, same data)."""
-    plans = json.loads(plans_file.read_text())
+    plans = json.loads(plans_file.read_text(encoding="utf-8"))
     plans["configurations"][CPU_CONFIGURATION] = {"inherits_from": "2d", "batch_size": CPU_BATCH_SIZE}
-    plans_file.write_text(json.dumps(plans, indent=4))
+    plans_file.write_text(json.dumps(plans, indent=4), encoding="utf-8")
 
 
 def run_demo(workdir: Path, device: str = "cpu", full: bool = False, log=print) -> DemoResult:

@@ -140,9 +140,9 @@ def evaluate_folder(reference_folder: str, prediction_folder: str, dataset_json:
                "conventions": "Dice/Jaccard from voxel counts; ASD = MedPy asd (prediction -> reference), HD95 = MedPy "
                               "hd95; NaN where undefined (empty masks), skipped in mean/std."}
     if output_file is not None:
-        with open(output_file, "w") as fh:
+        with open(output_file, "w", encoding="utf-8") as fh:
             json.dump(summary, fh, indent=2, allow_nan=True)
-        with open(output_file.rsplit(".", 1)[0] + ".csv", "w", newline="") as fh:
+        with open(output_file.rsplit(".", 1)[0] + ".csv", "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(["case", "label", *METRICS])
             for c in per_case:

@@ -28,11 +28,11 @@ def run_logged(args: list[str], env: dict[str, str], log: str | Path, tail_lines
         RuntimeError: if it exits non-zero; the message holds the command and the end of the log.
     """
     log = Path(log)
-    with open(log, "a") as f:
+    with open(log, "a", encoding="utf-8") as f:
         f.write(f"\n$ {' '.join(args)}\n")
         f.flush()
         proc = subprocess.run(args, env=env, stdout=f, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
-        tail = log.read_text().splitlines()[-tail_lines:]
+        tail = log.read_text(encoding="utf-8").splitlines()[-tail_lines:]
         raise RuntimeError(f"{' '.join(args)} failed with exit code {proc.returncode}. Last lines of {log}:\n"
                            + "\n".join(tail))

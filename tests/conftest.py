@@ -56,8 +56,9 @@ def hippocampus(nnunet_dirs) -> Path:
     (raw / "dataset.json").write_text(json.dumps({
         "channel_names": {"0": "MRI"}, "labels": {"background": 0, "Anterior": 1, "Posterior": 2},
         "numTraining": len(LABELED), "file_ending": ".nii.gz",
-        "licence": "CC-BY-SA 4.0", "reference": "MSD Task04_Hippocampus (Vanderbilt University Medical Center)"}))
-    (raw / "splits_final.json").write_text(json.dumps([FOLD0, FOLD1_INVALID]))
+        "licence": "CC-BY-SA 4.0", "reference": "MSD Task04_Hippocampus (Vanderbilt University Medical Center)"}),
+        encoding="utf-8")
+    (raw / "splits_final.json").write_text(json.dumps([FOLD0, FOLD1_INVALID]), encoding="utf-8")
     env = base_env(nnunet_dirs)
     run_checked([command("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", "2d", "-np", "2"], env)
     run_checked([command("nnUNetv2_plan_experiment"), "-d", str(DATASET_ID), "-pl", "nnUNetPlannerResEncM"], env)

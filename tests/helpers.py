@@ -36,7 +36,7 @@ def command(name: str) -> str:
 
 def run_checked(args: list[str], env: dict, timeout: float = 1800) -> subprocess.CompletedProcess:
     """Run a command, fail the test with its output if it exits non-zero."""
-    proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(args, env=env, capture_output=True, encoding="utf-8", errors="replace", timeout=timeout)
     if proc.returncode != 0:
         pytest.fail(f"{' '.join(args)} exited {proc.returncode}\nSTDOUT:\n{proc.stdout[-6000:]}\n"
                     f"STDERR:\n{proc.stderr[-6000:]}")
@@ -52,7 +52,7 @@ def base_env(dirs: dict[str, Path], **extra: str) -> dict[str, str]:
 
 
 def load_plans(preprocessed: Path, plans: str = "nnUNetPlans") -> dict:
-    return json.loads((preprocessed / f"{plans}.json").read_text())
+    return json.loads((preprocessed / f"{plans}.json").read_text(encoding="utf-8"))
 
 
 def make_trainer(cls, preprocessed: Path, configuration: str = "2d", fold: int = 0, **settings):
@@ -61,7 +61,7 @@ def make_trainer(cls, preprocessed: Path, configuration: str = "2d", fold: int =
 
     plans = load_plans(preprocessed)
     plans["continue_training"] = False
-    dataset_json = json.loads((preprocessed / "dataset.json").read_text())
+    dataset_json = json.loads((preprocessed / "dataset.json").read_text(encoding="utf-8"))
     trainer = cls(plans=plans, configuration=configuration, fold=fold, dataset_json=dataset_json,
                   device=torch.device("cpu"))
     for k, v in settings.items():

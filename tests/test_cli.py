@@ -46,13 +46,14 @@ def test_demo_dataset_roles_and_split(tmp_path):
     assert sorted(p.name for p in (folder / "imagesUnlabeled").iterdir()) == \
         sorted(f"{c}_0000.nii.gz" for c in roles["unlabeled"])
     assert len(list((folder / "labelsTr").iterdir())) == 12  # no label of an unlabeled or test case
-    split = json.loads((folder / "splits_final.json").read_text())
+    split = json.loads((folder / "splits_final.json").read_text(encoding="utf-8"))
     assert split == [{"train": roles["labeled"][:8], "val": roles["labeled"][8:]}]
-    assert "CC-BY-SA" in json.loads((folder / "dataset.json").read_text())["licence"]  # nnU-Net's spelling
+    dataset_json = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
+    assert "CC-BY-SA" in dataset_json["licence"]  # nnU-Net's spelling
 
 
 def test_demo_refuses_a_foreign_workdir(tmp_path):
-    (tmp_path / "precious.txt").write_text("keep me")
+    (tmp_path / "precious.txt").write_text("keep me", encoding="utf-8")
     with pytest.raises(FileExistsError, match="not made by nnUNetv2_pick_demo"):
         demo.prepare_workdir(tmp_path)
-    assert (tmp_path / "precious.txt").read_text() == "keep me"
+    assert (tmp_path / "precious.txt").read_text(encoding="utf-8") == "keep me"

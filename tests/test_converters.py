@@ -16,8 +16,8 @@ LA_SAMPLE = Path(__file__).resolve().parent / "data" / "LA2018_h5_sample"
 
 
 def run_example(script: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(EXAMPLES / script), *args], capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run([sys.executable, str(EXAMPLES / script), *args], capture_output=True, encoding="utf-8",
+                          errors="replace", timeout=600)
 
 
 def test_la2018_converter_on_real_h5_cases(tmp_path):
@@ -26,12 +26,13 @@ def test_la2018_converter_on_real_h5_cases(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "98 listed cases have no h5 file" in proc.stderr  # the sample has 2 of the 100 listed cases
     out = tmp_path / "Dataset120_LA2018"
-    train_order = [c for c in (LA_SAMPLE / "train.list").read_text().split() if (LA_SAMPLE / c).is_dir()]
+    listed = (LA_SAMPLE / "train.list").read_text(encoding="utf-8").split()
+    train_order = [c for c in listed if (LA_SAMPLE / c).is_dir()]
     assert train_order == ["0RZDK210BSMWAA6467LU", "1GU15S0GJ6PFNARO469W"]
     # the papers' protocol: the first N of train.list labeled, the rest unlabeled, test.list as validation
-    assert json.loads((out / "splits_final.json").read_text()) == [
+    assert json.loads((out / "splits_final.json").read_text(encoding="utf-8")) == [
         {"train": ["0RZDK210BSMWAA6467LU"], "val": [], "unlabeled": ["1GU15S0GJ6PFNARO469W"]}]
-    dataset_json = json.loads((out / "dataset.json").read_text())
+    dataset_json = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
     assert dataset_json["labels"] == {"background": 0, "left_atrium": 1}
     assert dataset_json["numTraining"] == 2
     for case in train_order:
@@ -50,8 +51,8 @@ def test_la2018_converter_on_real_h5_cases(tmp_path):
 
 
 def test_la2018_converter_reports_a_wrong_folder(tmp_path):
-    (tmp_path / "train.list").write_text("A\n")
-    (tmp_path / "test.list").write_text("B\n")
+    (tmp_path / "train.list").write_text("A\n", encoding="utf-8")
+    (tmp_path / "test.list").write_text("B\n", encoding="utf-8")
     proc = run_example("convert_la2018.py", "-i", str(tmp_path), "-o", str(tmp_path / "raw"))
     assert proc.returncode == 1
     assert "No <CASE>/mri_norm2.h5" in proc.stderr
@@ -76,7 +77,7 @@ def test_msd_lung_converter_uses_nnunets_converter_and_moves_test_images(tmp_pat
         "name": "Lung", "modality": {"0": "CT"}, "labels": {"0": "background", "1": "cancer"}, "numTraining": 2,
         "numTest": 1, "license": "CC-BY-SA 4.0",
         "training": [{"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz"}
-                     for c in ("lung_001", "lung_003")], "test": ["./imagesTs/lung_002.nii.gz"]}))
+                     for c in ("lung_001", "lung_003")], "test": ["./imagesTs/lung_002.nii.gz"]}), encoding="utf-8")
     raw = tmp_path / "raw"
     raw.mkdir()
     env_root = {"nnUNet_raw": str(raw), "nnUNet_preprocessed": str(tmp_path / "pre"),
@@ -89,7 +90,7 @@ def test_msd_lung_converter_uses_nnunets_converter_and_moves_test_images(tmp_pat
     assert sorted(p.name for p in (out / "imagesTr").iterdir()) == ["lung_001_0000.nii.gz", "lung_003_0000.nii.gz"]
     assert [p.name for p in (out / "imagesUnlabeled").iterdir()] == ["lung_002_0000.nii.gz"]
     assert not (out / "imagesTs").exists()
-    assert json.loads((out / "dataset.json").read_text())["labels"] == {"background": 0, "cancer": 1}
+    assert json.loads((out / "dataset.json").read_text(encoding="utf-8"))["labels"] == {"background": 0, "cancer": 1}
 
 
 def test_amos_converter_splits_216_24_120_and_keeps_labels(tmp_path):
@@ -103,11 +104,12 @@ def test_amos_converter_splits_216_24_120_and_keeps_labels(tmp_path):
     names = ["background", "spleen", "right kidney", "left kidney", "gall bladder", "esophagus", "liver", "stomach",
              "arota", "postcava", "pancreas", "right adrenal gland", "left adrenal gland", "duodenum", "bladder",
              "prostate/uterus"]
-    (amos / "dataset.json").write_text(json.dumps({"labels": {str(i): n for i, n in enumerate(names)}}))
+    labels = {str(i): n for i, n in enumerate(names)}
+    (amos / "dataset.json").write_text(json.dumps({"labels": labels}), encoding="utf-8")
     proc = run_example("convert_amos.py", "-i", str(amos), "-o", str(tmp_path / "raw"), "--num-labeled", "11")
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "raw" / "Dataset218_AMOS"
-    (split,) = json.loads((out / "splits_final.json").read_text())
+    (split,) = json.loads((out / "splits_final.json").read_text(encoding="utf-8"))
     assert (len(split["train"]), len(split["unlabeled"]), len(split["val"])) == (11, 205, 24)
     tr = sorted(p.name[:-12] for p in (out / "imagesTr").iterdir())
     ts = sorted(p.name[:-12] for p in (out / "imagesTs").iterdir())
@@ -115,7 +117,7 @@ def test_amos_converter_splits_216_24_120_and_keeps_labels(tmp_path):
     assert len(ts) == 120
     assert not set(tr) & set(ts)
     assert sorted(split["train"] + split["unlabeled"] + split["val"]) == tr
-    labels = json.loads((out / "dataset.json").read_text())["labels"]
+    labels = json.loads((out / "dataset.json").read_text(encoding="utf-8"))["labels"]
     assert labels["background"] == 0
     assert labels["prostate/uterus"] == 15
     case = ts[0]
@@ -159,7 +161,7 @@ def test_mnms_converter_extracts_ed_es_frames_and_leaves_one_vendor_out(tmp_path
     sitk.WriteImage(sitk.GetImageFromArray(np.zeros((5, 3, 4, 4), np.float32), isVector=False),
                     str(unlabeled / "U1U1U1_sa.nii.gz"))
     rows.append("U1U1U1,VendorC,C,1,0,2")
-    (tmp_path / "info.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "info.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     proc = run_example("convert_mnms.py", "-i", str(root), "--info", str(tmp_path / "info.csv"), "-o",
                        str(tmp_path / "raw"), "--labeled-fraction", "0.5", "--include-unlabeled")
     assert proc.returncode == 0, proc.stderr
@@ -172,7 +174,7 @@ def test_mnms_converter_extracts_ed_es_frames_and_leaves_one_vendor_out(tmp_path
     assert sitk.GetArrayFromImage(sitk.ReadImage(str(out / "labelsTr" / "A1A1A1_ES.nii.gz"))).max() == 3
     assert sorted(p.name for p in (out / "imagesUnlabeled").iterdir()) == ["U1U1U1_ED_0000.nii.gz",
                                                                         "U1U1U1_ES_0000.nii.gz"]
-    splits = json.loads((out / "splits_final.json").read_text())
+    splits = json.loads((out / "splits_final.json").read_text(encoding="utf-8"))
     assert len(splits) == 4
     fold_a = splits[0]
     assert fold_a["val"] == ["A1A1A1_ED", "A1A1A1_ES", "A2A2A2_ED", "A2A2A2_ES"]

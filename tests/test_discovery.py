@@ -29,7 +29,8 @@ def fresh_python(args: list[str], **env_changes: str | None) -> subprocess.Compl
     for k, v in env_changes.items():
         if v is not None:
             env[k] = v
-    return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, *args], env=env, capture_output=True, encoding="utf-8",
+                          errors="replace", timeout=600)
 
 
 def test_fresh_interpreter_registers_the_trainer_folder():
@@ -42,12 +43,12 @@ def test_fresh_interpreter_registers_the_trainer_folder():
 def test_nnunet_finds_pick_trainers_and_a_users_own_trainer(tmp_path):
     user_pkg = tmp_path / "my_trainers"
     user_pkg.mkdir()
-    (user_pkg / "__init__.py").write_text("")
+    (user_pkg / "__init__.py").write_text("", encoding="utf-8")
     (user_pkg / "mine.py").write_text(textwrap.dedent("""
         from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
         class nnUNetTrainerMine(nnUNetTrainer):
             pass
-    """))
+    """), encoding="utf-8")
     proc = fresh_python(["-c", LOOKUP, "nnUNetTrainerMine", "nnUNetTrainerPICK", "nnUNetTrainerPICK_5epochs",
                          "nnUNetTrainerPICK_lambda1p2"], nnUNet_extTrainer=str(tmp_path))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

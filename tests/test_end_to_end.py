@@ -9,8 +9,11 @@ subprocesses exactly as a user types them.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -34,7 +37,7 @@ def trained(hippocampus, nnunet_dirs, tmp_path_factory):
     """Train, re-validate, continue and predict with nnU-Net's commands; returns the folders involved."""
     ext = tmp_path_factory.mktemp("user_ext_trainers")
     (ext / "user_trainers").mkdir()
-    (ext / "user_trainers" / "__init__.py").write_text("")
+    (ext / "user_trainers" / "__init__.py").write_text("", encoding="utf-8")
     (ext / "user_trainers" / "short.py").write_text(textwrap.dedent(f"""
         import torch
         from nnunet_pick import nnUNetTrainerPICK
@@ -47,12 +50,12 @@ def trained(hippocampus, nnunet_dirs, tmp_path_factory):
                 self.num_val_iterations_per_epoch = 2
                 self.num_warmup_epochs = {WARMUP}
                 self.mim_figure_every = 2
-    """))
+    """), encoding="utf-8")
     # the demo's CPU sizing: nnU-Net's 2d configuration with batch size 8 (same network and data)
     plans_file = hippocampus / "nnUNetPlans.json"
-    plans = json.loads(plans_file.read_text())
+    plans = json.loads(plans_file.read_text(encoding="utf-8"))
     plans["configurations"][CONFIGURATION] = {"inherits_from": "2d", "batch_size": 8}
-    plans_file.write_text(json.dumps(plans, indent=2))
+    plans_file.write_text(json.dumps(plans, indent=2), encoding="utf-8")
 
     # the trainer must preprocess imagesUnlabeled itself (other tests may have done it already)
     shutil.rmtree(hippocampus / "nnUNetPlans_2d_unlabeled", ignore_errors=True)
@@ -82,7 +85,7 @@ def test_checkpoint_holds_all_decoders_and_nnunet_metadata(trained):
 
 
 def test_training_log_reports_pick_terms_per_epoch(trained):
-    log = "\n".join(p.read_text() for p in sorted(trained["fold"].glob("training_log_*.txt")))
+    log = "\n".join(p.read_text(encoding="utf-8") for p in sorted(trained["fold"].glob("training_log_*.txt")))
     lines = re.findall(r"PICK epoch (\d+): (warm-up|PICK) .*", log)
     phases = {int(e): phase for e, phase in lines}
     assert phases == {e: "warm-up" if e < WARMUP else "PICK" for e in range(EPOCHS)}
@@ -146,3 +149,37 @@ def test_predictor_uses_the_primary_decoder_only(trained, monkeypatch):
     x = torch.randn(1, 1, *cm.patch_size)
     with torch.no_grad():
         torch.testing.assert_close(predictor.network(x), plain(x), rtol=0, atol=0)
+
+
+def test_exported_model_predicts_the_same_without_nnunet_pick(trained, tmp_path):
+    """nnUNetv2_pick_export, then nnU-Net's own predictor in a process where nnunet_pick cannot be imported."""
+    from nnunet_pick.export import load_checkpoint_weights_only
+
+    model_folder = Path(trained["fold"]).parent
+    run_checked([command("nnUNetv2_pick_export"), "-i", str(model_folder), "-o", str(tmp_path / "exported")],
+                dict(os.environ))
+    exported = tmp_path / "exported" / f"nnUNetTrainer__nnUNetPlans__{CONFIGURATION}"
+    ckpt = torch.load(exported / "fold_0" / "checkpoint_final.pth", weights_only=True)  # tensors and plain values
+    assert ckpt["trainer_name"] == "nnUNetTrainer"
+    assert {k.split(".")[0] for k in ckpt["network_weights"]} == {"encoder", "decoder"}
+    original = load_checkpoint_weights_only(trained["fold"] / "checkpoint_final.pth")
+    for k, v in ckpt["network_weights"].items():
+        assert torch.equal(v, original["network_weights"][k])
+    # a Python where nnunet_pick is shadowed by a package that refuses to import
+    blocker = tmp_path / "blocker" / "nnunet_pick"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('nnunet-pick is not installed here')\n", encoding="utf-8")
+    env = {k: v for k, v in base_env({"nnUNet_results": tmp_path / "r", "nnUNet_raw": tmp_path / "r",
+                                       "nnUNet_preprocessed": tmp_path / "r"}).items()}
+    env["PYTHONPATH"] = str(tmp_path / "blocker")
+    check = subprocess.run([sys.executable, "-c", "import nnunet_pick"], env=env, capture_output=True,
+                           encoding="utf-8", errors="replace")
+    assert check.returncode != 0
+    assert "not installed here" in check.stderr
+    out = tmp_path / "plain_predictions"
+    run_checked([command("nnUNetv2_predict_from_modelfolder"), "-i", str(trained["raw"] / "imagesTs"), "-o",
+                 str(out), "-m", str(exported), "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1"], env)
+    for case in TEST:
+        plain = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{case}.nii.gz")))
+        pick = sitk.GetArrayFromImage(sitk.ReadImage(str(trained["predictions"] / f"{case}.nii.gz")))
+        np.testing.assert_array_equal(plain, pick)

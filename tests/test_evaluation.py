@@ -90,8 +90,8 @@ def test_evaluate_folder_on_real_hippocampus_labels(tmp_path):
     assert summary["std"]["2"]["Dice"] == pytest.approx(0.5)
     assert summary["n_undefined"]["2"]["HD95_mm"] == 1
     assert summary["mean"]["2"]["HD95_mm"] == 0.0  # the undefined case is skipped, not counted as 0
-    saved = json.loads((tmp_path / "summary.json").read_text())
+    saved = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
     assert saved["mean"]["1"]["Jaccard"] == 1.0
-    rows = (tmp_path / "summary.csv").read_text().splitlines()
+    rows = (tmp_path / "summary.csv").read_text(encoding="utf-8").splitlines()
     assert rows[0] == "case,label," + ",".join(METRICS)
     assert len(rows) == 1 + 2 * 2

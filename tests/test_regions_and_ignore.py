@@ -17,7 +17,7 @@ from nnunet_pick.training.progress import PICK_CURVES
 def trainer_with_labels(preprocessed, labels: dict, **extra_json):
     plans = load_plans(preprocessed)
     plans["continue_training"] = False
-    dataset_json = json.loads((preprocessed / "dataset.json").read_text())
+    dataset_json = json.loads((preprocessed / "dataset.json").read_text(encoding="utf-8"))
     dataset_json["labels"] = labels
     dataset_json.update(extra_json)
     t = nnUNetTrainerPICK(plans=plans, configuration="2d", fold=0, dataset_json=dataset_json,
@@ -71,7 +71,7 @@ def test_cascaded_configuration_is_refused(hippocampus):
     plans = load_plans(hippocampus)
     plans["continue_training"] = False
     plans["configurations"]["3d_cascade_fake"] = {"inherits_from": "3d_fullres", "previous_stage": "2d"}
-    dataset_json = json.loads((hippocampus / "dataset.json").read_text())
+    dataset_json = json.loads((hippocampus / "dataset.json").read_text(encoding="utf-8"))
     with pytest.raises(NotImplementedError, match="cascaded configurations"):
         nnUNetTrainerPICK(plans=plans, configuration="3d_cascade_fake", fold=0, dataset_json=dataset_json,
                           device=torch.device("cpu"))

@@ -73,23 +73,23 @@ def raw_dataset(tmp_path, monkeypatch):
 def test_cli_writes_kfold_splits_and_refuses_to_overwrite(raw_dataset, capsys):
     tmp, cases = raw_dataset
     assert make_splits(["-d", "994", "--labeled-fraction", "0.25", "--folds", "4"]) == 0
-    splits = json.loads((tmp / "pre" / "Dataset994_Splits" / "splits_final.json").read_text())
+    splits = json.loads((tmp / "pre" / "Dataset994_Splits" / "splits_final.json").read_text(encoding="utf-8"))
     assert [len(s["train"]) for s in splits] == [4, 4, 4, 4]  # 25 % of 15 = 3.75 -> 4
     assert [len(s["unlabeled"]) for s in splits] == [11, 11, 11, 11]
     assert "fold  labeled  unlabeled  val" in capsys.readouterr().out
     assert make_splits(["-d", "994", "--num-labeled", "2"]) == 1
     assert "pass --force" in capsys.readouterr().err
-    assert json.loads((tmp / "pre" / "Dataset994_Splits" / "splits_final.json").read_text()) == splits
+    assert json.loads((tmp / "pre" / "Dataset994_Splits" / "splits_final.json").read_text(encoding="utf-8")) == splits
     assert make_splits(["-d", "994", "--num-labeled", "2", "--force"]) == 0
 
 
 def test_cli_fixed_split_from_id_files(raw_dataset):
     tmp, cases = raw_dataset
-    (tmp / "train.list").write_text("\n".join(cases[:16]) + "\n")
-    (tmp / "test.list").write_text("\n".join(cases[16:]) + "\n")
+    (tmp / "train.list").write_text("\n".join(cases[:16]) + "\n", encoding="utf-8")
+    (tmp / "test.list").write_text("\n".join(cases[16:]) + "\n", encoding="utf-8")
     assert make_splits(["-d", "994", "--num-labeled", "4", "--labeled-ids", str(tmp / "train.list"),
                         "--test-ids", str(tmp / "test.list")]) == 0
-    (split,) = json.loads((tmp / "pre" / "Dataset994_Splits" / "splits_final.json").read_text())
+    (split,) = json.loads((tmp / "pre" / "Dataset994_Splits" / "splits_final.json").read_text(encoding="utf-8"))
     assert split == {"train": cases[:4], "val": cases[16:], "unlabeled": cases[4:16]}
-    (tmp / "test.list").write_text("not_a_case\n")
+    (tmp / "test.list").write_text("not_a_case\n", encoding="utf-8")
     assert make_splits(["-d", "994", "--num-labeled", "4", "--test-ids", str(tmp / "test.list"), "--force"]) == 1

@@ -224,3 +224,73 @@ def test_strategy_variants_run_a_finite_step(trainer, monkeypatch, name):
     if name == "nnUNetTrainerPICK_backgroundMask":
         assert out["masked_fraction_unlabeled"] > 0.5  # the hippocampus is a small part of the patch
     t.optimizer.zero_grad(set_to_none=True)
+
+
+def test_non_finite_steps_are_skipped_then_training_stops(trainer, monkeypatch):
+    t = trainer
+    t.current_epoch = t.num_warmup_epochs
+    monkeypatch.setattr(t, "max_nonfinite_steps_in_a_row", 2)
+    good = next(t.dataloader_unlabeled)
+    poisoned = {**good, "data": torch.full_like(good["data"], float("nan"))}
+    monkeypatch.setattr(t, "dataloader_unlabeled", Repeat(poisoned))
+    before = copy.deepcopy(t.network.state_dict())
+    out = t.train_step(next(t.dataloader_train))
+    assert math.isnan(out["loss"])
+    for k, v in t.network.state_dict().items():
+        assert torch.equal(v, before[k]), k  # no update from the poisoned step
+    assert all(p.grad is None for p in t.network.parameters())
+    with pytest.raises(RuntimeError, match="2 training steps in a row had a non-finite loss"):
+        t.train_step(next(t.dataloader_train))
+    monkeypatch.setattr(t, "dataloader_unlabeled", Repeat(good))
+    t._nonfinite_in_a_row = 0
+    assert math.isfinite(t.train_step(next(t.dataloader_train))["loss"])
+
+
+@pytest.mark.parametrize("case", ["constant images", "intensity outliers", "everything masked"])
+def test_edge_case_inputs_keep_losses_finite(trainer, monkeypatch, case):
+    t = trainer
+    t.current_epoch = t.num_warmup_epochs
+    batch = next(t.dataloader_train)
+    unlabeled = next(t.dataloader_unlabeled)
+    if case == "constant images":
+        batch = {**batch, "data": torch.zeros_like(batch["data"])}
+        unlabeled = {**unlabeled, "data": torch.full_like(unlabeled["data"], 3.0)}
+    elif case == "intensity outliers":  # Hippocampus has raw maxima up to 1.7e6; a few such voxels after z-scoring
+        data = unlabeled["data"].clone()
+        data.view(-1)[::97] = 1e6
+        unlabeled = {**unlabeled, "data": data}
+    else:  # the predicted background hidden while the model predicts background everywhere
+        head = t._unwrapped_network().decoder.seg_layers[-1]
+        saved = copy.deepcopy(head.state_dict())
+        monkeypatch.setattr(t, "masking", "background")
+        with torch.no_grad():
+            head.weight.zero_()
+            head.bias.copy_(torch.tensor([50.0, -50.0, -50.0]))
+    monkeypatch.setattr(t, "dataloader_unlabeled", Repeat(unlabeled))
+    monkeypatch.setattr(t, "_optimizer_step", lambda: True)
+    out = t.train_step(batch)
+    assert all(math.isfinite(float(out[k])) for k in ("loss", *PICK_CURVES)), out
+    if case == "everything masked":
+        assert out["masked_fraction_unlabeled"] == 1.0
+        head.load_state_dict(saved)
+    t.optimizer.zero_grad(set_to_none=True)
+
+
+def test_checkpoint_writes_are_atomic(trainer, tmp_path, monkeypatch):
+    t = trainer
+    target = tmp_path / "checkpoint_latest.pth"
+    t.save_checkpoint(str(target))
+    first = torch.load(target, map_location="cpu", weights_only=False)
+    assert first["trainer_name"] == "nnUNetTrainerPICK"
+    assert not (tmp_path / "checkpoint_latest.pth.partial").exists()
+
+    def killed_half_way(obj, f, *args, **kwargs):
+        with open(f, "wb") as fh:
+            fh.write(b"truncated")
+        raise KeyboardInterrupt("killed while writing")
+
+    monkeypatch.setattr(torch, "save", killed_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        t.save_checkpoint(str(target))
+    again = torch.load(target, map_location="cpu", weights_only=False)  # the previous checkpoint is intact
+    assert again["current_epoch"] == first["current_epoch"]

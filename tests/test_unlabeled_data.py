@@ -18,7 +18,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from nnunet_pick import nnUNetTrainerPICK
 from nnunet_pick.unlabeled.dataset import nnUNetDatasetUnlabeled
 from nnunet_pick.unlabeled.pool import complete_case_folders, list_preprocessed_cases, unlabeled_ids_from_split
-from nnunet_pick.unlabeled.preprocess import _preprocess_case, check_channels, preprocess_unlabeled
+from nnunet_pick.unlabeled.preprocess import _preprocess_case, preprocess_unlabeled
 from nnunet_pick.unlabeled.transforms import OutsideMaskFromZeroImageTransform
 
 
@@ -83,7 +83,7 @@ def test_preprocessed_unlabeled_case_equals_nnunets_own_preprocessing(hippocampu
     """The same image preprocessed as unlabeled gives exactly nnU-Net's preprocessed array."""
     pm = PlansManager(str(hippocampus / "nnUNetPlans.json"))
     cm = pm.get_configuration("2d")
-    dataset_json = json.loads((hippocampus / "dataset.json").read_text())
+    dataset_json = json.loads((hippocampus / "dataset.json").read_text(encoding="utf-8"))
     case = LABELED[0]
     raw = hippocampus.parent.parent / "nnUNet_raw" / hippocampus.name / "imagesTr" / f"{case}_0000.nii.gz"
     _preprocess_case(case, [str(raw)], str(tmp_path), pm, cm, dataset_json)
@@ -107,15 +107,65 @@ def test_preprocess_unlabeled_skips_done_cases_and_redoes_half_written_ones(hipp
     assert not (out / ".partial").exists()
 
 
-def test_channel_check_reports_every_bad_case():
-    cases = {"a": ["/x/a_0000.nii.gz"], "b": ["/x/b_0000.nii.gz", "/x/b_0002.nii.gz"], "c": []}
-    with pytest.raises(ValueError, match="channel_names declares") as err:
-        check_channels(cases, 2, ".nii.gz", "/x")
-    message = str(err.value)
-    assert "3 case(s)" in message
-    assert "a: missing ['a_0001.nii.gz']" in message
-    assert "b: missing ['b_0001.nii.gz'], unexpected ['b_0002.nii.gz']" in message
-    assert "Nothing was written" in message
+def test_bad_unlabeled_inputs_are_all_reported_before_anything_is_written(hippocampus, tmp_path, monkeypatch):
+    """Real Hippocampus images, broken in the ways hand-converted unlabeled pools break."""
+    import SimpleITK as sitk  # noqa: N813 (the library's usual alias)
+
+    from nnunet_pick.demo_data import HIPPOCAMPUS
+    from nnunet_pick.unlabeled.validate import check_unlabeled_folder
+
+    raw = tmp_path / "raw" / "Dataset995_Bad"
+    tr, unl = raw / "imagesTr", raw / "imagesUnlabeled"
+    tr.mkdir(parents=True)
+    unl.mkdir()
+    (raw / "labelsTr").mkdir()
+    img = HIPPOCAMPUS / "imagesTr" / "hippocampus_004_0000.nii.gz"
+    shutil.copy(img, tr / "hippocampus_004_0000.nii.gz")
+    shutil.copy(HIPPOCAMPUS / "labelsTr" / "hippocampus_004.nii.gz", raw / "labelsTr")
+    shutil.copy(img, unl / "good_0000.nii.gz")
+    shutil.copy(img, unl / "extra_0000.nii.gz")
+    shutil.copy(img, unl / "extra_0001.nii.gz")  # a second channel the dataset does not have
+    shutil.copy(img, unl / "ending_0000.nii")  # wrong file ending
+    shutil.copy(img, unl / "noindex.nii.gz")  # no _XXXX channel index
+    (unl / "truncated_0000.nii.gz").write_bytes(img.read_bytes()[:200])  # cut off mid-file
+    (unl / "notimage_0000.nii.gz").write_text("this is not an image", encoding="utf-8")
+    flat = sitk.GetImageFromArray(np.zeros((30, 40), np.float32))
+    sitk.WriteImage(flat, str(unl / "flat_0000.nii.gz"))  # 2D where imagesTr is 3D
+    shutil.copy(img, unl / "hippocampus_004_0000.nii.gz")  # same id as a labeled case
+    coarse = sitk.ReadImage(str(img))
+    coarse.SetSpacing((3.0, 3.0, 3.0))
+    sitk.WriteImage(coarse, str(unl / "coarse_0000.nii.gz"))  # readable, only worth a warning
+    dataset_json = {"channel_names": {"0": "MRI"}, "labels": {"background": 0, "a": 1, "b": 2}, "numTraining": 1,
+                    "file_ending": ".nii.gz"}
+    (raw / "dataset.json").write_text(json.dumps(dataset_json), encoding="utf-8")
+    check = check_unlabeled_folder(str(raw), dataset_json)
+    text = "\n".join(check.errors)
+    assert "ending_0000.nii: file ending is not the dataset's '.nii.gz'" in text
+    assert "noindex.nii.gz: name is not {CASE}_{XXXX}.nii.gz" in text
+    assert "extra: channel files missing [], unexpected ['extra_0001.nii.gz']" in text
+    assert "truncated_0000.nii.gz: cannot be read as an image" in text
+    assert "notimage_0000.nii.gz: cannot be read as an image" in text
+    assert "flat_0000.nii.gz: 2D with 1 component(s) per voxel, but imagesTr has 3D" in text
+    assert "case ids ['hippocampus_004'] exist in both imagesTr and imagesUnlabeled" in text
+    assert len(check.errors) == 7, "\n".join(check.errors)
+    assert not any("good_0000" in e or "coarse_0000" in e for e in check.errors)
+    assert len(check.warnings) == 1
+    assert "coarse_0000.nii.gz: spacing (3.0, 3.0, 3.0)" in check.warnings[0]
+    # the command refuses before any write
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "pre"))
+    (tmp_path / "pre" / "Dataset995_Bad").mkdir(parents=True)
+    shutil.copy(hippocampus / "nnUNetPlans.json", tmp_path / "pre" / "Dataset995_Bad" / "nnUNetPlans.json")
+    (tmp_path / "pre" / "Dataset995_Bad" / "dataset.json").write_text(json.dumps(dataset_json), encoding="utf-8")
+    with pytest.raises(ValueError, match="7 problem\\(s\\) in .*nothing was preprocessed or written"):
+        preprocess_unlabeled(995, "3d_fullres", num_processes=1, progress_bar=False)
+    assert sorted(p.name for p in (tmp_path / "pre" / "Dataset995_Bad").iterdir()) == ["dataset.json",
+                                                                                       "nnUNetPlans.json"]
+
+
+def test_split_ids_that_are_not_file_names_are_refused():
+    with pytest.raises(ValueError, match=r"not plain file names: \['../../etc/x', '.hidden'\]"):
+        unlabeled_ids_from_split({"train": [], "val": [], "unlabeled": ["../../etc/x", "ok", ".hidden"]}, 0)
 
 
 def test_unlabeled_dataset_returns_zero_segmentation_without_class_locations(hippocampus):

@@ -54,7 +54,7 @@ def run_scores(fold_folder: str, gt_folder: str, dataset_json: dict) -> dict[str
     validation = join(fold_folder, "validation")
     cached = join(validation, "summary_pick.json")
     if isfile(cached):
-        with open(cached) as f:
+        with open(cached, encoding="utf-8") as f:
             return json.load(f)["foreground_mean"]
     if not isfile(join(validation, "summary.json")):  # nnU-Net's validation did not finish
         return None
@@ -64,14 +64,14 @@ def run_scores(fold_folder: str, gt_folder: str, dataset_json: dict) -> dict[str
 def collect_runs(results_roots: list[str], dataset_name: str, trainers: list[str], configuration: str,
                  plans: str, preprocessed_dataset_folder: str) -> list[Run]:
     """Every finished fold of every trainer in every results root."""
-    with open(join(preprocessed_dataset_folder, "dataset.json")) as f:
+    with open(join(preprocessed_dataset_folder, "dataset.json"), encoding="utf-8") as f:
         dataset_json = json.load(f)
     gt = join(preprocessed_dataset_folder, "gt_segmentations")
     runs = []
     for index, root in enumerate(results_roots):
         meta = {}
         if isfile(join(root, RUN_METADATA)):
-            with open(join(root, RUN_METADATA)) as f:
+            with open(join(root, RUN_METADATA), encoding="utf-8") as f:
                 meta = json.load(f)
         for trainer in trainers:
             model = join(root, dataset_name, f"{trainer}__{plans}__{configuration}")
@@ -149,7 +149,7 @@ def markdown_table(rows: list[Row], metrics: tuple[str, ...] = TABLE_METRICS) ->
 
 def write_csv(rows: list[Row], path: str) -> None:
     """Mean and sd of every metric per row (Dice and Jaccard as fractions in [0, 1])."""
-    with open(path, "w", newline="") as f:
+    with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["trainer", "labeled_fraction", "runs", *[f"{m}_{s}" for m in METRICS for s in ("mean", "sd")]])
         for r in rows:
@@ -213,7 +213,7 @@ def write_report(rows: list[Row], baseline: str | None, output_folder: str) -> s
     text = markdown_table(rows)
     if baseline is not None:
         text += "\n\n" + "\n".join(f"- {line}" for line in compare_to_baseline(rows, baseline))
-    with open(join(output_folder, "report.md"), "w") as f:
+    with open(join(output_folder, "report.md"), "w", encoding="utf-8") as f:
         f.write(text + "\n")
     write_csv(rows, join(output_folder, "report.csv"))
     plot_curves(rows, output_folder)

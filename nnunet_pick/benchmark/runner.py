@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from os.path import isdir, isfile, join
 
 from nnunet_pick.benchmark.report import RUN_METADATA, collect_runs, summarize_runs, write_report
+from nnunet_pick.console import print_text
 from nnunet_pick.subprocesses import installed_command, run_logged
 
 
@@ -51,7 +52,7 @@ PRESETS: dict[str, Preset] = {
 
 
 def _log(message: str) -> None:
-    print(f"[benchmark {time.strftime('%H:%M:%S')}] {message}", flush=True)
+    print_text(f"[benchmark {time.strftime('%H:%M:%S')}] {message}")
 
 
 def ensure_plans(dataset_name: str, dataset_id: str, base_configuration: str, configuration: str, plans: str,
@@ -66,11 +67,11 @@ def ensure_plans(dataset_name: str, dataset_id: str, base_configuration: str, co
         _log(f"planning and preprocessing {dataset_name} ({base_configuration}) with nnU-Net")
         run_logged([installed_command("nnUNetv2_plan_and_preprocess"), "-d", dataset_id, "-c", base_configuration],
                    env, log_file)
-    with open(plans_file) as f:
+    with open(plans_file, encoding="utf-8") as f:
         plan = json.load(f)
     if configuration not in plan["configurations"]:
         plan["configurations"][configuration] = {"inherits_from": base_configuration, **overrides}
-        with open(plans_file, "w") as f:
+        with open(plans_file, "w", encoding="utf-8") as f:
             json.dump(plan, f, indent=4)
         _log(f"added plans configuration {configuration} = {base_configuration} with {overrides}")
     data_identifier = plan["configurations"][base_configuration].get("data_identifier")
@@ -91,7 +92,7 @@ def ensure_splits(dataset_name: str, preprocessed: str, n_folds: int, seed: int,
 
     path = join(preprocessed, "splits_final.json")
     if isfile(path):
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             splits = json.load(f)
         if not all("unlabeled" in s for s in splits):
             raise ValueError(f"{path} has folds without an 'unlabeled' key. Move it away or write label-fraction "
@@ -99,14 +100,14 @@ def ensure_splits(dataset_name: str, preprocessed: str, n_folds: int, seed: int,
         _log(f"using the existing {path}")
     else:
         raw = join(nnUNet_raw.get(), dataset_name)
-        with open(join(raw, "dataset.json")) as f:
+        with open(join(raw, "dataset.json"), encoding="utf-8") as f:
             dataset_json = json.load(f)
         cases = sorted(get_filenames_of_train_images_and_targets(raw, dataset_json))
         splits = kfold_splits(cases, n_folds, seed=seed, fraction=fraction, number=number)
-        with open(path, "w") as f:
+        with open(path, "w", encoding="utf-8") as f:
             json.dump(splits, f, indent=1)
         _log(f"wrote {path}")
-    print(fold_table(splits), flush=True)
+    print_text(fold_table(splits))
     return splits
 
 
@@ -172,7 +173,7 @@ def run_benchmark(dataset: str, configuration: str, *, folds: list[int], trainer
         root = join(output, f"repeat_{repeat}")
         roots.append(root)
         os.makedirs(root, exist_ok=True)
-        with open(join(root, RUN_METADATA), "w") as f:
+        with open(join(root, RUN_METADATA), "w", encoding="utf-8") as f:
             json.dump({"repeat": repeat, "seed": seed + repeat, "labeled_fraction": fraction,
                        "configuration": configuration, "plans": plans}, f, indent=1)
         run_env = {**env, "nnUNet_results": root}

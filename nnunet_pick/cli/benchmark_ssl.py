@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from nnunet_pick.console import print_text
+
 
 def build_parser() -> argparse.ArgumentParser:
     from nnunet_pick.benchmark.runner import PRESETS
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"nnUNetv2_pick_benchmark_ssl: error: {e}", file=sys.stderr)
         return 1
-    print(text)
+    print_text(text)
     return 0
 
 

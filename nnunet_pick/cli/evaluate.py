@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
 
     output = args.o or join(args.prediction_folder, "summary_pick.json")
     try:
-        with open(args.djfile) as f:
+        with open(args.djfile, encoding="utf-8") as f:
             dataset_json = json.load(f)
         summary = evaluate_folder(args.reference_folder, args.prediction_folder, dataset_json, output)
     except (FileNotFoundError, ValueError, KeyError) as e:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from nnunet_pick.console import print_text
+
 
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(prog="nnUNetv2_pick_list_trainers",
@@ -15,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     print("Trainers nnU-Net finds once nnunet-pick is installed (use with nnUNetv2_train -tr NAME):")
     for name, cls in TRAINERS.items():
         settings = ", ".join(f"{k}={v}" for k, v in getattr(cls, "pick_settings", {}).items()) or "PICK defaults"
-        print(f"{name:{width}s}  {settings:60s}  {(cls.__doc__ or '').strip().splitlines()[0]}")
+        print_text(f"{name:{width}s}  {settings:60s}  {(cls.__doc__ or '').strip().splitlines()[0]}")
     return 0
 
 

@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _read_ids(path: str) -> list[str]:
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         return [line.strip() for line in f if line.strip()]
 
 
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nnUNetv2_pick_make_splits: error: {e}", file=sys.stderr)
         return 1
     os.makedirs(out_folder, exist_ok=True)
-    with open(out, "w") as f:
+    with open(out, "w", encoding="utf-8") as f:
         json.dump(splits, f, indent=1)
     print(fold_table(splits))
     print(f"written: {out}")

@@ -23,7 +23,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import logging
+
     from nnunet_pick.unlabeled.preprocess import preprocess_unlabeled
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
 
     dataset = int(args.d) if args.d.isdigit() else args.d
     try:

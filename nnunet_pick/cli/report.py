@@ -6,6 +6,8 @@ import argparse
 import sys
 from os.path import join
 
+from nnunet_pick.console import print_text
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"nnUNetv2_pick_report: error: {e}", file=sys.stderr)
         return 1
-    print(text)
+    print_text(text)
     return 0
 
 

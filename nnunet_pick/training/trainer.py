@@ -15,6 +15,7 @@ PICK settings are attributes set in ``__init__``; a subclass overrides them afte
 from __future__ import annotations
 
 import math
+import os
 from os.path import join
 
 import numpy as np
@@ -77,6 +78,8 @@ class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
     - ``cutmix_probability`` (float, 0): CutMix on labeled batches with this probability (Yun et al. 2019).
     - ``fourier_mix_eta`` (float, 0): Fourier amplitude mixing of every batch with ``λ ~ U(0, eta)`` (Xu et al.
       2021); 0 disables it.
+    - ``max_nonfinite_steps_in_a_row`` (int, 5): a step with a non-finite loss or gradient is skipped and logged;
+      this many in a row stop training with a ``RuntimeError``.
 
     Raises:
         NotImplementedError: for cascaded configurations (unlabeled cases have no previous-stage prediction).
@@ -101,6 +104,9 @@ class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
         self.train_aux_decoder = True
         self.cutmix_probability = 0.0
         self.fourier_mix_eta = 0.0
+        # a step whose loss or gradient is not finite is skipped; this many in a row stop training
+        self.max_nonfinite_steps_in_a_row = 5
+        self._nonfinite_in_a_row = 0
 
         self.logger.local_logger = PICKLocalLogger()
         self.dataloader_unlabeled = None
@@ -313,12 +319,43 @@ class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
         else:
             unlabeled = next(self.dataloader_unlabeled)["data"].to(self.device, non_blocking=True)
             terms.update(self._unlabeled_branches(self._mix_unlabeled_batch(unlabeled)))
-        self._optimizer_step()
         terms["warmup"] = torch.tensor(float(warmup), device=self.device)
         # one device->host copy per step for all logged values
         values = dict(zip(terms, torch.stack([t.float() for t in terms.values()]).cpu().numpy(), strict=True))
         total = sum(w * values[k] for k, w in self._loss_weights(warmup).items())
+        stepped = self._all_ranks_agree(math.isfinite(total)) and self._optimizer_step()
+        self._count_skipped_step(stepped, total, values)
         return {"loss": np.array(total), **values}
+
+    def _all_ranks_agree(self, ok: bool) -> bool:
+        """True only if ``ok`` holds on every DDP rank (so that all ranks step or skip together)."""
+        if not self.is_ddp:
+            return ok
+        flag = torch.tensor(float(ok), device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item())
+
+    def _count_skipped_step(self, stepped: bool, total: float, values: dict) -> None:
+        """Log a skipped step; stop after ``max_nonfinite_steps_in_a_row`` consecutive ones.
+
+        Raises:
+            RuntimeError: when the limit is reached, before any checkpoint of the poisoned state can be written.
+        """
+        if stepped:
+            self._nonfinite_in_a_row = 0
+            return
+        self.optimizer.zero_grad(set_to_none=True)
+        self._nonfinite_in_a_row += 1
+        self.print_to_log_file(
+            f"WARNING: non-finite loss or gradient in epoch {self.current_epoch} (L = {total}; terms "
+            f"{ {k: float(v) for k, v in values.items()} }): optimizer step skipped "
+            f"({self._nonfinite_in_a_row} in a row)")
+        if self._nonfinite_in_a_row >= self.max_nonfinite_steps_in_a_row:
+            raise RuntimeError(
+                f"{self._nonfinite_in_a_row} training steps in a row had a non-finite loss or gradient (epoch "
+                f"{self.current_epoch}); training stopped without writing a checkpoint of that state. The last "
+                f"checkpoint in {self.output_folder} is intact: check the data (e.g. intensity outliers, constant "
+                f"images) and continue with --c.")
 
     def _loss_weights(self, warmup: bool) -> dict[str, float]:
         """Weight of each logged term in L (PICK Eqs. 10-12); terms of disabled branches are left out."""
@@ -421,16 +458,32 @@ class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
         return {"train_loss_mim_unlabeled": loss_mim, "train_loss_aux_unlabeled": loss_aux,
                 "masked_fraction_unlabeled": masked.float().mean()}
 
-    def _optimizer_step(self) -> None:
-        """nnU-Net's update: (unscale,) clip the gradient norm, step (and update the scaler)."""
+    def _optimizer_step(self) -> bool:
+        """nnU-Net's update: (unscale,) clip the gradient norm, step (and update the scaler).
+
+        Returns:
+            False if the step was skipped because the gradient is not finite. With a GradScaler (CUDA) the scaler
+            skips such steps itself and lowers its scale, which is normal in mixed precision and not reported.
+        """
         if self.grad_scaler is not None:
             self.grad_scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.grad_clip_norm)
             self.grad_scaler.step(self.optimizer)
             self.grad_scaler.update()
-        else:
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.grad_clip_norm)
-            self.optimizer.step()
+            return True
+        norm = torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.grad_clip_norm)
+        if not self._all_ranks_agree(bool(torch.isfinite(norm))):
+            return False
+        self.optimizer.step()
+        return True
+
+    def save_checkpoint(self, filename: str) -> None:
+        """nnU-Net's checkpoint, written to ``<filename>.partial`` and renamed: a write killed half-way never leaves
+        a truncated ``checkpoint_*.pth`` that ``--c`` or the predictor would load."""
+        partial = filename + ".partial"
+        super().save_checkpoint(partial)
+        if self.local_rank == 0 and os.path.isfile(partial):
+            os.replace(partial, filename)
 
     def on_train_epoch_end(self, train_outputs: list[dict]) -> None:
         super().on_train_epoch_end(train_outputs)

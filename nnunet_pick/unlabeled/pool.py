@@ -13,10 +13,11 @@ Two sources, usable together:
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Sequence
 from os.path import isdir, join
 
-from nnunetv2.utilities.utils import create_paths_fn, get_identifiers_from_splitted_dataset_folder
+from nnunetv2.utilities.utils import create_paths_fn
 
 RAW_UNLABELED_FOLDER = "imagesUnlabeled"
 PREPROCESSED_SUFFIX = "_unlabeled"
@@ -41,16 +42,16 @@ def preprocessed_unlabeled_folder(preprocessed_dataset_folder_base: str, data_id
 def list_raw_unlabeled_cases(folder: str, file_ending: str) -> dict[str, list[str]]:
     """Case id -> sorted channel files for every case in an ``imagesUnlabeled`` folder.
 
-    Uses nnU-Net's own file-name rule (``{CASE}_{XXXX}{file_ending}``,
-    ``nnunetv2.utilities.utils.get_identifiers_from_splitted_dataset_folder``). Returns {} if the folder is absent.
+    nnU-Net's file-name rule ``{CASE}_{XXXX}{file_ending}`` (``nnunetv2.utilities.utils.create_paths_fn``); files
+    that do not follow it are not cases (:mod:`nnunet_pick.unlabeled.validate` reports them). Returns {} if the
+    folder is absent.
     """
     if not isdir(folder):
         return {}
-    files = sorted(f for f in os.listdir(folder) if f.endswith(file_ending))
-    return {
-        str(case): create_paths_fn(folder, files, file_ending, str(case))
-        for case in get_identifiers_from_splitted_dataset_folder(folder, file_ending)
-    }
+    pattern = re.compile(r"(.+)_\d{4}" + re.escape(file_ending))
+    files = sorted(f for f in os.listdir(folder) if pattern.fullmatch(f) and not f.startswith("."))
+    cases = sorted({pattern.fullmatch(f).group(1) for f in files})
+    return {case: create_paths_fn(folder, files, file_ending, case) for case in cases}
 
 
 def list_preprocessed_cases(folder: str) -> list[str]:
@@ -79,10 +80,14 @@ def unlabeled_ids_from_split(split: dict, fold: int | str) -> list[str]:
         The unlabeled ids (empty if the key is absent).
 
     Raises:
-        ValueError: if an id is listed more than once or is also in ``train`` or ``val`` of the same fold.
+        ValueError: if an id is listed more than once, is also in ``train`` or ``val`` of the same fold, or is not a
+            plain file name (a path separator or ``..`` could reach outside the dataset's folders).
     """
     ids = [str(i) for i in split.get(SPLITS_UNLABELED_KEY, [])]
     problems = []
+    unsafe = sorted(i for i in ids if "/" in i or "\\" in i or i in ("", ".", "..") or i.startswith("."))
+    if unsafe:
+        problems.append(f"ids that are not plain file names: {unsafe}")
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
         problems.append(f"listed twice in 'unlabeled': {duplicates}")

@@ -33,38 +33,11 @@ from nnunet_pick.unlabeled.pool import (
     preprocessed_unlabeled_folder,
     raw_unlabeled_folder,
 )
+from nnunet_pick.unlabeled.validate import check_unlabeled_folder, raise_if_problems
 
 logger = logging.getLogger(__name__)
 
 STAGING_FOLDER = ".partial"
-
-
-def check_channels(cases: dict[str, list[str]], num_channels: int, file_ending: str, folder: str) -> None:
-    """Check that every case has exactly the channel files ``_0000`` ... ``_{C-1}`` that ``dataset.json`` declares.
-
-    Args:
-        cases: case id -> channel files (from :func:`~nnunet_pick.unlabeled.pool.list_raw_unlabeled_cases`).
-        num_channels: C, the number of entries of ``channel_names`` in ``dataset.json``.
-        file_ending: the dataset's file ending.
-        folder: the folder the files are in, for the message.
-
-    Raises:
-        ValueError: listing every case with missing or extra channel files.
-    """
-    expected = [f"_{c:04d}{file_ending}" for c in range(num_channels)]
-    problems = []
-    for case, files in cases.items():
-        suffixes = sorted(os.path.basename(f)[len(case):] for f in files)
-        if suffixes != expected:
-            missing = sorted(set(expected) - set(suffixes))
-            extra = sorted(set(suffixes) - set(expected))
-            problems.append(f"{case}: missing {[case + m for m in missing]}, unexpected {[case + e for e in extra]}")
-    if problems:
-        raise ValueError(
-            f"{folder}: {len(problems)} case(s) do not have exactly the {num_channels} channel file(s) "
-            f"{expected} that dataset.json's channel_names declares:\n  " + "\n  ".join(problems)
-            + "\nFix the file names (or remove the cases) and run again. Nothing was written."
-        )
 
 
 def _preprocess_case(case_id: str, image_files: list[str], output_folder: str, plans_manager: PlansManager,
@@ -100,7 +73,8 @@ def preprocess_unlabeled(dataset_name_or_id: int | str, configuration: str, plan
 
     Raises:
         FileNotFoundError: if the plans, ``dataset.json`` or ``imagesUnlabeled`` are missing.
-        ValueError: for cases with missing or extra channel files (nothing is written then).
+        ValueError: listing every problem of ``imagesUnlabeled`` (:mod:`nnunet_pick.unlabeled.validate`: names,
+            file endings, channel files, unreadable files, dimensionality, id clashes); nothing is written then.
         RuntimeError: if a case fails to preprocess (the message names it).
     """
     dataset_name = maybe_convert_to_dataset_name(dataset_name_or_id)
@@ -120,7 +94,10 @@ def preprocess_unlabeled(dataset_name_or_id: int | str, configuration: str, plan
             f"No unlabeled images found in {raw_folder}. Put them there as {{CASE}}_{{XXXX}}"
             f"{dataset_json['file_ending']} (same channels and file ending as imagesTr), "
             f"or list imagesTr cases under 'unlabeled' in splits_final.json.")
-    check_channels(cases, len(dataset_json["channel_names"]), dataset_json["file_ending"], raw_folder)
+    check = check_unlabeled_folder(join(nnUNet_raw, dataset_name), dataset_json)
+    raise_if_problems(check, raw_folder)
+    for warning in check.warnings:
+        logger.warning(warning)
 
     output_folder = preprocessed_unlabeled_folder(base, configuration_manager.data_identifier)
     maybe_mkdir_p(output_folder)

@@ -172,7 +172,7 @@ def test_exported_model_predicts_the_same_without_nnunet_pick(trained, tmp_path)
     env = {k: v for k, v in base_env({"nnUNet_results": tmp_path / "r", "nnUNet_raw": tmp_path / "r",
                                        "nnUNet_preprocessed": tmp_path / "r"}).items()}
     env["PYTHONPATH"] = str(tmp_path / "blocker")
-    check = subprocess.run([sys.executable, "-c", "import nnunet_pick"], env=env, capture_output=True,
+    check = subprocess.run([sys.executable, "-c", "import nnunet_pick"], env=env, cwd=tmp_path, capture_output=True,
                            encoding="utf-8", errors="replace")
     assert check.returncode != 0
     assert "not installed here" in check.stderr

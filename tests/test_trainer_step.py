@@ -65,7 +65,7 @@ def test_branch_by_branch_backward_equals_one_backward_of_the_summed_loss(traine
     batch = next(t.dataloader_train)
     unlabeled = next(t.dataloader_unlabeled)
     monkeypatch.setattr(t, "dataloader_unlabeled", Repeat(unlabeled))
-    monkeypatch.setattr(t, "_optimizer_step", lambda: None)  # keep the accumulated gradients
+    monkeypatch.setattr(t, "_optimizer_step", lambda: True)  # keep the accumulated gradients
     state = copy.deepcopy(t.network.state_dict())
 
     out = t.train_step(batch)
@@ -114,7 +114,7 @@ def test_all_background_pseudo_labels_give_finite_losses_and_zero_mim_loss(train
     with torch.no_grad():
         head.weight.zero_()
         head.bias.copy_(torch.tensor([50.0, -50.0, -50.0]))
-    monkeypatch.setattr(t, "_optimizer_step", lambda: None)
+    monkeypatch.setattr(t, "_optimizer_step", lambda: True)
     out = t.train_step(next(t.dataloader_train))
     assert out["masked_fraction_labeled"] == 0
     assert out["masked_fraction_unlabeled"] == 0
@@ -190,7 +190,7 @@ def test_ablations_leave_out_one_decoder(trainer, monkeypatch, settings, disable
     t = trainer
     for k, v in settings.items():
         monkeypatch.setattr(t, k, v)
-    monkeypatch.setattr(t, "_optimizer_step", lambda: None)
+    monkeypatch.setattr(t, "_optimizer_step", lambda: True)
     t.current_epoch = t.num_warmup_epochs
     t.optimizer.zero_grad(set_to_none=True)
     out = t.train_step(next(t.dataloader_train))
@@ -215,7 +215,7 @@ def test_strategy_variants_run_a_finite_step(trainer, monkeypatch, name):
     t = trainer
     for k, v in getattr(nnunet_pick, name).pick_settings.items():
         monkeypatch.setattr(t, k, v)
-    monkeypatch.setattr(t, "_optimizer_step", lambda: None)
+    monkeypatch.setattr(t, "_optimizer_step", lambda: True)
     t.current_epoch = t.num_warmup_epochs
     out = t.train_step(next(t.dataloader_train))
     assert all(math.isfinite(float(out[k])) for k in ("loss", *PICK_CURVES))

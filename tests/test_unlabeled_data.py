@@ -15,6 +15,7 @@ from helpers import DATASET_ID, FOLD0, LABELED, UNLABELED_RAW, make_trainer
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
+import nnunet_pick.unlabeled.dataset
 from nnunet_pick import nnUNetTrainerPICK
 from nnunet_pick.unlabeled.dataset import nnUNetDatasetUnlabeled
 from nnunet_pick.unlabeled.pool import complete_case_folders, list_preprocessed_cases, unlabeled_ids_from_split
@@ -203,3 +204,33 @@ def test_outside_mask_marker_is_recovered_from_zero_voxels():
     assert out["segmentation"].tolist() == [[[-1, 0], [0, -1]]]
     out = OutsideMaskFromZeroImageTransform([0])(image=image, segmentation=torch.zeros(1, 2, 2, dtype=torch.int16))
     assert out["segmentation"].tolist() == [[[-1, 0], [-1, -1]]]
+
+
+def test_a_large_pool_is_listed_not_read(hippocampus, tmp_path, monkeypatch):
+    """3 000 unlabeled cases (one real preprocessed case under 3 000 ids): building the dataset and the loader
+    opens no case; each batch opens at most one image and one properties file per patch."""
+    from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+    from nnunetv2.utilities.label_handling.label_handling import LabelManager
+
+    source = hippocampus / "nnUNetPlans_2d" / FOLD0["unlabeled"][0]
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    for i in range(3000):
+        for ext in (".b2nd", ".pkl"):
+            os.link(f"{source}{ext}", pool / f"case_{i:05d}{ext}")  # hard links: 3 000 cases, one file's bytes
+    opened: list[str] = []
+    real_blosc2_open, real_load_pickle = blosc2.open, nnunet_pick.unlabeled.dataset.load_pickle
+    monkeypatch.setattr(blosc2, "open", lambda *a, **k: opened.append(k.get("urlpath", a[0] if a else "")) or
+                        real_blosc2_open(*a, **k))
+    monkeypatch.setattr(nnunet_pick.unlabeled.dataset, "load_pickle", lambda p: opened.append(p) or
+                        real_load_pickle(p))
+
+    case_folders = complete_case_folders([], str(hippocampus / "nnUNetPlans_2d"), str(pool))
+    assert len(case_folders) == 3000
+    dataset = nnUNetDatasetUnlabeled(case_folders)
+    label_manager = LabelManager({"background": 0, "Anterior": 1, "Posterior": 2}, regions_class_order=None)
+    loader = nnUNetDataLoader(dataset, 4, (40, 40), (40, 40), label_manager, oversample_foreground_percent=0.0)
+    assert opened == []  # listing 3 000 cases reads none of them
+    batch = next(loader)
+    assert batch["data"].shape == (4, 1, 40, 40)
+    assert len(opened) == 8  # 4 patches: one .b2nd and one .pkl each

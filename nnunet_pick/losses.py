@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 
 
-def masked_l1_loss(reconstruction: torch.Tensor, image: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+def masked_l1_loss(reconstruction: torch.Tensor, image: torch.Tensor, masked: torch.Tensor,
+                   masked_voxels: torch.Tensor | None = None) -> torch.Tensor:
     """Mean absolute reconstruction error over the masked voxels (PICK Eq. 8).
 
     ``L_mim = Σ |x_mim − x| ⊙ M / (C · Σ M)``, computed in float32 whatever the input dtype (autocast is disabled
@@ -19,6 +20,9 @@ def masked_l1_loss(reconstruction: torch.Tensor, image: torch.Tensor, masked: to
         reconstruction: MIM decoder output, (B, C, X, Y[, Z]), any float dtype.
         image: the unmasked image the MIM decoder reconstructs, (B, C, X, Y[, Z]).
         masked: bool (B, 1, X, Y[, Z]), True where hidden (see :mod:`nnunet_pick.masking`).
+        masked_voxels: ``Σ M`` the mean is taken over, a scalar tensor; default this batch's. Under DDP the trainer
+            passes the count over all ranks' batches, so that the ranks' losses add up to the loss of the whole
+            batch (a per-rank mean would weight ranks with few masked voxels up).
 
     Returns:
         Scalar float32 tensor, in the images' intensity units (nnU-Net-normalised).
@@ -34,7 +38,8 @@ def masked_l1_loss(reconstruction: torch.Tensor, image: torch.Tensor, masked: to
     with torch.autocast(device_type=image.device.type, enabled=False):
         weight = masked.to(torch.float32)
         error = (reconstruction.float() - image.float()).abs() * weight
-        denominator = (weight.sum() * image.shape[1]).clamp_min(1.0)
+        count = weight.sum() if masked_voxels is None else masked_voxels.to(torch.float32)
+        denominator = (count * image.shape[1]).clamp_min(1.0)
         return error.sum() / denominator
 
 

@@ -13,6 +13,7 @@ from PIL import Image
 
 from nnunet_pick import nnUNetTrainerPICK
 from nnunet_pick.training.progress import PICK_CURVES
+from nnunet_pick.unlabeled.dataset import nnUNetDatasetUnlabeled
 
 
 @pytest.fixture(scope="module")
@@ -294,3 +295,26 @@ def test_checkpoint_writes_are_atomic(trainer, tmp_path, monkeypatch):
         t.save_checkpoint(str(target))
     again = torch.load(target, map_location="cpu", weights_only=False)  # the previous checkpoint is intact
     assert again["current_epoch"] == first["current_epoch"]
+
+
+def test_patches_smaller_than_the_image_keep_losses_finite(hippocampus, monkeypatch):
+    """A configuration whose 32 x 32 patch is smaller than the Hippocampus slices (up to 50 x 35 voxels and more):
+    patches are cropped from inside the images, and the PICK step stays finite."""
+    import json
+
+    plans_file = hippocampus / "nnUNetPlans.json"
+    plans = json.loads(plans_file.read_text(encoding="utf-8"))
+    plans["configurations"]["2d_small_patch"] = {"inherits_from": "2d", "patch_size": [32, 32]}
+    plans_file.write_text(json.dumps(plans, indent=2), encoding="utf-8")
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    t = make_trainer(nnUNetTrainerPICK, hippocampus, "2d_small_patch")
+    t.on_train_start()  # nnUNet_n_proc_DA=0: no background workers to stop afterwards
+    case = next(iter(t.unlabeled_case_folders))
+    image_shape = nnUNetDatasetUnlabeled(t.unlabeled_case_folders).load_case(case)[0].shape  # (C, X, Y, Z)
+    assert max(image_shape[2:]) > 32  # the slices are larger than the patch
+    t.current_epoch = t.num_warmup_epochs
+    batch = next(t.dataloader_train)
+    assert tuple(batch["data"].shape[2:]) == (32, 32)
+    out = t.train_step(batch)
+    assert all(math.isfinite(float(out[k])) for k in ("loss", *PICK_CURVES)), out
+    assert 0 < out["masked_fraction_unlabeled"] < 1

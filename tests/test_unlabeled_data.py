@@ -234,3 +234,27 @@ def test_a_large_pool_is_listed_not_read(hippocampus, tmp_path, monkeypatch):
     batch = next(loader)
     assert batch["data"].shape == (4, 1, 40, 40)
     assert len(opened) == 8  # 4 patches: one .b2nd and one .pkl each
+
+
+def test_no_unlabeled_data_at_all_says_how_to_add_some(hippocampus, tmp_path, monkeypatch):
+    """The real dataset without imagesUnlabeled and without an 'unlabeled' key: a clear refusal, not labeled-only
+    training in disguise."""
+    pre = tmp_path / "pre" / hippocampus.name
+    pre.mkdir(parents=True)
+    for name in ("nnUNetPlans.json", "dataset.json", "dataset_fingerprint.json"):
+        shutil.copy(hippocampus / name, pre / name)
+    shutil.copytree(hippocampus / "nnUNetPlans_2d", pre / "nnUNetPlans_2d")
+    (pre / "splits_final.json").write_text(json.dumps([{"train": FOLD0["train"], "val": FOLD0["val"]}]),
+                                          encoding="utf-8")
+    (tmp_path / "raw" / hippocampus.name).mkdir(parents=True)  # no imagesUnlabeled
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "pre"))
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    t = make_trainer(nnUNetTrainerPICK, pre, "2d")
+    with pytest.raises(ValueError, match="No unlabeled data for Dataset991_PICKTestHippocampus fold 0") as err:
+        t.on_train_start()
+    message = str(err.value)
+    assert "imagesUnlabeled/ as {CASE}_{XXXX}.nii.gz" in message
+    assert '"unlabeled"' in message
+    assert "use -tr nnUNetTrainer" in message  # labeled-only on purpose

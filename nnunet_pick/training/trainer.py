@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+from contextlib import nullcontext
 from os.path import join
 
 import numpy as np
@@ -312,13 +313,15 @@ class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
         data, target = self._mix_labeled_batch(data, target)
 
         self.optimizer.zero_grad(set_to_none=True)
-        terms = self._labeled_branches(data, target)
-        if warmup:
-            nan = torch.tensor(math.nan, device=self.device)
-            terms.update(train_loss_mim_unlabeled=nan, train_loss_aux_unlabeled=nan, masked_fraction_unlabeled=nan)
-        else:
-            unlabeled = next(self.dataloader_unlabeled)["data"].to(self.device, non_blocking=True)
-            terms.update(self._unlabeled_branches(self._mix_unlabeled_batch(unlabeled)))
+        with self._without_ddp_gradient_sync():
+            terms = self._labeled_branches(data, target)
+            if warmup:
+                nan = torch.tensor(math.nan, device=self.device)
+                terms.update(train_loss_mim_unlabeled=nan, train_loss_aux_unlabeled=nan,
+                             masked_fraction_unlabeled=nan)
+            else:
+                unlabeled = next(self.dataloader_unlabeled)["data"].to(self.device, non_blocking=True)
+                terms.update(self._unlabeled_branches(self._mix_unlabeled_batch(unlabeled)))
         terms["warmup"] = torch.tensor(float(warmup), device=self.device)
         # one device->host copy per step for all logged values
         values = dict(zip(terms, torch.stack([t.float() for t in terms.values()]).cpu().numpy(), strict=True))
@@ -326,6 +329,31 @@ class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
         stepped = self._all_ranks_agree(math.isfinite(total)) and self._optimizer_step()
         self._count_skipped_step(stepped, total, values)
         return {"loss": np.array(total), **values}
+
+    def _without_ddp_gradient_sync(self):
+        """DDP's ``no_sync`` for the whole step (a no-op context without DDP).
+
+        Each branch is back-propagated on its own and touches only some decoders; DDP's reducer (built by nnU-Net
+        with ``find_unused_parameters=False``) expects every parameter in every backward and would fail or hang. So
+        the step's backward passes accumulate locally and :meth:`_average_gradients_over_ranks` averages the
+        finished gradients once, in one collective, before the optimizer step.
+        """
+        return self.network.no_sync() if self.is_ddp else nullcontext()
+
+    def _average_gradients_over_ranks(self) -> None:
+        """Average every parameter's gradient over DDP ranks (one flattened all-reduce; no-op without DDP).
+
+        Parameters without a gradient (nnU-Net's zero-weighted lowest deep-supervision head) have none on every rank,
+        since all ranks run the same branches; they stay ``None`` as in a single-process step.
+        """
+        if not self.is_ddp:
+            return
+        grads = [p.grad for p in self.network.parameters() if p.grad is not None]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= dist.get_world_size()
+        for g, averaged in zip(grads, torch.split(flat, [g.numel() for g in grads]), strict=True):
+            g.copy_(averaged.view_as(g))
 
     def _all_ranks_agree(self, ok: bool) -> bool:
         """True only if ``ok`` holds on every DDP rank (so that all ranks step or skip together)."""
@@ -396,7 +424,14 @@ class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
         """
         with self._autocast():
             reconstruction = self.network(apply_mask(image, masked), branch="mim")
-        loss = masked_l1_loss(reconstruction, image, masked)
+        if self.is_ddp:
+            # the mean over the masked voxels of all ranks, times the world size because gradients are averaged
+            # over ranks (_average_gradients_over_ranks): the ranks' losses then sum to the whole batch's L_mim
+            count = masked.sum().to(torch.float32)
+            dist.all_reduce(count)
+            loss = masked_l1_loss(reconstruction, image, masked, masked_voxels=count) * dist.get_world_size()
+        else:
+            loss = masked_l1_loss(reconstruction, image, masked)
         self._backward(self.lambda_mim * loss)
         return loss.detach(), reconstruction.detach()
 
@@ -465,6 +500,7 @@ class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
             False if the step was skipped because the gradient is not finite. With a GradScaler (CUDA) the scaler
             skips such steps itself and lowers its scale, which is normal in mixed precision and not reported.
         """
+        self._average_gradients_over_ranks()
         if self.grad_scaler is not None:
             self.grad_scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.grad_clip_norm)

@@ -66,16 +66,23 @@ def check_unlabeled_folder(raw_dataset_folder: str, dataset_json: dict) -> PoolC
             result.errors.append(f"{join(folder, f)}: name is not {{CASE}}_{{XXXX}}{ending} (XXXX = 4-digit channel "
                                  f"index); rename it, e.g. to case_001_0000{ending}")
     cases = list_raw_unlabeled_cases(folder, ending)
-    expected = [f"_{c:04d}{ending}" for c in range(n_channels)]
+    labeled_folder = join(raw_dataset_folder, "imagesTr")
+    labeled = list_raw_unlabeled_cases(labeled_folder, ending) if isdir(labeled_folder) else {}
+    # channel files per case as in imagesTr (an RGB PNG holds 3 channels of channel_names in one _0000 file, so
+    # nnU-Net counts channels after reading); dataset.json's channel_names when there is no imagesTr to compare to
+    if labeled:
+        ref_case, ref_files = sorted(labeled.items())[0]
+        expected = sorted(os.path.basename(p)[len(ref_case):] for p in ref_files)
+        declared = f"imagesTr cases have {expected}"
+    else:
+        expected = [f"_{c:04d}{ending}" for c in range(n_channels)]
+        declared = f"dataset.json declares {n_channels} channel(s) {expected}"
     for case, channel_files in cases.items():
         suffixes = sorted(os.path.basename(p)[len(case):] for p in channel_files)
         if suffixes != expected:
             missing = [case + s for s in expected if s not in suffixes]
             extra = [case + s for s in suffixes if s not in expected]
-            result.errors.append(f"{folder}/{case}: channel files missing {missing}, unexpected {extra}; "
-                                 f"dataset.json declares {n_channels} channel(s) {expected}")
-    labeled_folder = join(raw_dataset_folder, "imagesTr")
-    labeled = list_raw_unlabeled_cases(labeled_folder, ending) if isdir(labeled_folder) else {}
+            result.errors.append(f"{folder}/{case}: channel files missing {missing}, unexpected {extra}; {declared}")
     clashes = sorted(set(cases) & set(labeled))
     if clashes:
         result.errors.append(f"case ids {clashes[:10]} exist in both imagesTr and {RAW_UNLABELED_FOLDER}; rename the "

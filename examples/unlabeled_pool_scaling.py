@@ -49,6 +49,7 @@ from nnunet_pick import nnUNetTrainerPICK
 folder = join(nnUNet_preprocessed, sys.argv[1])
 plans = load_json(join(folder, "nnUNetPlans.json"))
 plans["configurations"]["2d"]["batch_size"] = 8  # in memory only: the demo's CPU batch size
+plans["continue_training"] = False  # what nnU-Net's get_trainer_from_args sets for a new run
 trainer = nnUNetTrainerPICK(plans, "2d", 0, load_json(join(folder, "dataset.json")), torch.device("cpu"))
 trainer.on_train_start()
 batch = next(trainer.dataloader_unlabeled)

@@ -258,3 +258,18 @@ def test_no_unlabeled_data_at_all_says_how_to_add_some(hippocampus, tmp_path, mo
     assert "imagesUnlabeled/ as {CASE}_{XXXX}.nii.gz" in message
     assert '"unlabeled"' in message
     assert "use -tr nnUNetTrainer" in message  # labeled-only on purpose
+
+
+def test_raw_unlabeled_cases_are_grouped_by_exact_id(tmp_path):
+    """Ids that are prefixes of each other keep their own channel files (case_1 vs case_10), other files are not
+    cases; one pass over the folder (the grouping used to scan every file for every case)."""
+    from nnunet_pick.unlabeled.pool import list_raw_unlabeled_cases
+
+    for name in ("case_1_0001.nii.gz", "case_1_0000.nii.gz", "case_10_0000.nii.gz", "case_10_0001.nii.gz",
+                 "notes.txt", "case_2.nii.gz", ".hidden_0000.nii.gz"):
+        (tmp_path / name).write_bytes(b"")
+    cases = list_raw_unlabeled_cases(str(tmp_path), ".nii.gz")
+    assert cases == {
+        "case_1": [str(tmp_path / "case_1_0000.nii.gz"), str(tmp_path / "case_1_0001.nii.gz")],
+        "case_10": [str(tmp_path / "case_10_0000.nii.gz"), str(tmp_path / "case_10_0001.nii.gz")],
+    }

@@ -17,8 +17,6 @@ import re
 from collections.abc import Iterable, Sequence
 from os.path import isdir, join
 
-from nnunetv2.utilities.utils import create_paths_fn
-
 RAW_UNLABELED_FOLDER = "imagesUnlabeled"
 PREPROCESSED_SUFFIX = "_unlabeled"
 SPLITS_UNLABELED_KEY = "unlabeled"
@@ -42,16 +40,21 @@ def preprocessed_unlabeled_folder(preprocessed_dataset_folder_base: str, data_id
 def list_raw_unlabeled_cases(folder: str, file_ending: str) -> dict[str, list[str]]:
     """Case id -> sorted channel files for every case in an ``imagesUnlabeled`` folder.
 
-    nnU-Net's file-name rule ``{CASE}_{XXXX}{file_ending}`` (``nnunetv2.utilities.utils.create_paths_fn``); files
+    nnU-Net's file-name rule ``{CASE}_{XXXX}{file_ending}`` (as ``nnunetv2.utilities.utils.create_paths_fn``); files
     that do not follow it are not cases (:mod:`nnunet_pick.unlabeled.validate` reports them). Returns {} if the
     folder is absent.
     """
     if not isdir(folder):
         return {}
     pattern = re.compile(r"(.+)_\d{4}" + re.escape(file_ending))
-    files = sorted(f for f in os.listdir(folder) if pattern.fullmatch(f) and not f.startswith("."))
-    cases = sorted({pattern.fullmatch(f).group(1) for f in files})
-    return {case: create_paths_fn(folder, files, file_ending, case) for case in cases}
+    cases: dict[str, list[str]] = {}
+    # one pass over the sorted names (grouping per case with nnU-Net's create_paths_fn scans every file for every
+    # case: quadratic, 8 s of trainer start-up for 5 000 cases)
+    for f in sorted(os.listdir(folder)):
+        match = pattern.fullmatch(f)
+        if match and not f.startswith("."):
+            cases.setdefault(match.group(1), []).append(join(folder, f))
+    return dict(sorted(cases.items()))
 
 
 def list_preprocessed_cases(folder: str) -> list[str]:

@@ -508,7 +508,7 @@ class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
             self.grad_scaler.update()
             return True
         norm = torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.grad_clip_norm)
-        if not self._all_ranks_agree(bool(torch.isfinite(norm))):
+        if not torch.isfinite(norm):  # the averaged gradients, hence the norm, are the same on every rank
             return False
         self.optimizer.step()
         return True

@@ -55,12 +55,16 @@ def load_plans(preprocessed: Path, plans: str = "nnUNetPlans") -> dict:
     return json.loads((preprocessed / f"{plans}.json").read_text(encoding="utf-8"))
 
 
-def make_trainer(cls, preprocessed: Path, configuration: str = "2d", fold: int = 0, **settings):
-    """Instantiate a trainer the way nnU-Net's get_trainer_from_args does, on the CPU, with ``settings`` applied."""
+def make_trainer(cls, preprocessed: Path, configuration: str = "2d", fold: int = 0, batch_size: int | None = None,
+                 **settings):
+    """Instantiate a trainer the way nnU-Net's get_trainer_from_args does, on the CPU, with ``settings`` applied
+    (and the configuration's batch size replaced by ``batch_size`` if given)."""
     import torch
 
     plans = load_plans(preprocessed)
     plans["continue_training"] = False
+    if batch_size is not None:
+        plans["configurations"][configuration]["batch_size"] = batch_size
     dataset_json = json.loads((preprocessed / "dataset.json").read_text(encoding="utf-8"))
     trainer = cls(plans=plans, configuration=configuration, fold=fold, dataset_json=dataset_json,
                   device=torch.device("cpu"))

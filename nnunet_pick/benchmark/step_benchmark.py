@@ -11,6 +11,9 @@ Used by ``nnUNetv2_pick_benchmark``. Three measurements:
   (``resource.getrusage``), which includes the interpreter, torch and the model, as the process a user runs does.
 - **compute**: the ratio the pass count predicts, with a trained pass (forward + backward) costing about 3 forward
   passes (:func:`compute_ratio`).
+- **compilation**: whether nnU-Net compiled the networks (``torch.compile``: on CUDA unless ``nnUNet_compile=f``) and
+  how many graphs dynamo compiled during the timed steps (``torch._dynamo.utils.counters['stats']['unique_graphs']``);
+  the untimed first step compiles, any later compilation is a recompilation inside the timed phase (target: 0).
 
 PICK trainers are put past warm-up (``current_epoch = num_warmup_epochs``) so that the full step is measured.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -103,6 +107,21 @@ def make_trainer(trainer_name: str, dataset: str, configuration: str, plans_iden
     return trainer
 
 
+def is_compiled(trainer) -> bool:
+    """True if the trainer's network (inside DDP, if any) is a ``torch.compile`` module."""
+    from torch._dynamo import OptimizedModule
+
+    network = getattr(trainer.network, "module", trainer.network) if trainer.is_ddp else trainer.network
+    return isinstance(network, OptimizedModule)
+
+
+def compiled_graphs() -> int:
+    """Graphs dynamo has compiled in this process so far (all frames, recompilations included)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -178,6 +197,8 @@ class StepBenchmark:
     memory: dict[str, dict]
     compute_ratio: float
     n_proc_da: int
+    torch_compile: dict[str, bool] = field(default_factory=dict)
+    graphs_compiled_in_timed_steps: int = 0
 
     @property
     def time_ratio(self) -> float:
@@ -197,6 +218,7 @@ class StepBenchmark:
             "peak_memory_mib": {k: v["peak_mib"] for k, v in self.memory.items()},
             "memory_kind": self.memory[self.trainer]["kind"], "steps": self.steps, "device": self.device,
             "batch_sizes": self.batch_sizes, "nnUNet_n_proc_DA": self.n_proc_da,
+            "torch_compile": self.torch_compile, "graphs_compiled_in_timed_steps": self.graphs_compiled_in_timed_steps,
         }
 
     def table(self) -> str:
@@ -220,9 +242,20 @@ class StepBenchmark:
             f"memory ratio {self.memory_ratio:.2f} (target <= 1.5: " + verdict(self.memory_ratio <= 1.5) + ")",
             f"loader wait {100 * pick_wait:.1f} % of the PICK step (target <= 5 %: " + verdict(pick_wait <= 0.05)
             + f"; nnUNet_n_proc_DA {self.n_proc_da})",
+            self._compile_line(),
             f"{self.steps} timed steps each on {self.device}, alternating; memory from separate processes",
         ]
         return "\n".join(rows)
+
+
+    def _compile_line(self) -> str:
+        if not any(self.torch_compile.values()):
+            return ("torch.compile: off (nnU-Net compiles on CUDA only, and not with nnUNet_compile=f); "
+                    "recompilation target not measured")
+        on = ", ".join(name for name, compiled in self.torch_compile.items() if compiled)
+        n = self.graphs_compiled_in_timed_steps
+        return f"torch.compile: on ({on}); graphs compiled during the timed steps: {n} (target 0: " + \
+            ("met" if n == 0 else "NOT met") + ")"
 
 
 def run_step_benchmark(dataset: str, configuration: str, plans_identifier: str = "nnUNetPlans", steps: int = 10,
@@ -230,7 +263,7 @@ def run_step_benchmark(dataset: str, configuration: str, plans_identifier: str =
                        memory_steps: int = 3) -> StepBenchmark:
     """Measure ``trainer`` against ``baseline`` (see the module docstring).
 
-    Trainer logs go to a temporary ``nnUNet_results``, never into the user's.
+    Trainer logs go to a temporary ``nnUNet_results``, deleted afterwards, never into the user's.
 
     Raises:
         ValueError: if ``trainer`` is not a subclass of ``nnUNetTrainerPICK``.
@@ -244,28 +277,48 @@ def run_step_benchmark(dataset: str, configuration: str, plans_identifier: str =
     if not issubclass(recursive_find_trainer_class_by_name(trainer), nnUNetTrainerPICK):
         raise ValueError(f"{trainer} is not a PICK trainer; -tr takes nnUNetTrainerPICK or one of its variants "
                          f"(nnUNetv2_pick_list_trainers)")
-    os.environ["nnUNet_results"] = tempfile.mkdtemp(prefix="pick_step_benchmark_")
-    memory = {name: _probe_in_subprocess(name, dataset, configuration, plans_identifier, device, memory_steps)
-              for name in (baseline, trainer)}
-    trainers = {name: make_trainer(name, dataset, configuration, plans_identifier, device)
-                for name in (baseline, trainer)}
+    results_folder = tempfile.mkdtemp(prefix="pick_step_benchmark_")
+    user_results = os.environ.get("nnUNet_results")
+    os.environ["nnUNet_results"] = results_folder
+    trainers = {}
     try:
+        memory = {name: _probe_in_subprocess(name, dataset, configuration, plans_identifier, device, memory_steps)
+                  for name in (baseline, trainer)}
+        trainers = {name: make_trainer(name, dataset, configuration, plans_identifier, device)
+                    for name in (baseline, trainer)}
         times = {name: StepTimes() for name in trainers}
-        for i in range(steps + 1):
+        for t in trainers.values():
+            timed_step(t, None)  # untimed: lazy initialisation, cudnn autotuning, torch.compile's first graphs
+        graphs_before = compiled_graphs()
+        for _ in range(steps):
             for name, t in trainers.items():
-                timed_step(t, times[name] if i > 0 else None)
+                timed_step(t, times[name])
         pick = trainers[trainer]
         ratio = compute_ratio(pick.batch_size, pick.unlabeled_batch_size, pick.train_mim_decoder,
                               pick.train_aux_decoder)
         return StepBenchmark(baseline=baseline, trainer=trainer, steps=steps, device=device,
                              batch_sizes={n: t.batch_size for n, t in trainers.items()}, times=times, memory=memory,
-                             compute_ratio=ratio, n_proc_da=get_allowed_n_proc_DA())
+                             compute_ratio=ratio, n_proc_da=get_allowed_n_proc_DA(),
+                             torch_compile={n: is_compiled(t) for n, t in trainers.items()},
+                             graphs_compiled_in_timed_steps=compiled_graphs() - graphs_before)
     finally:
         for t in trainers.values():
             stop_loaders(t)
+        if user_results is None:
+            os.environ.pop("nnUNet_results", None)
+        else:
+            os.environ["nnUNet_results"] = user_results
+        shutil.rmtree(results_folder, ignore_errors=True)  # only the trainers' logs of this run
 
 
 if __name__ == "__main__" and len(sys.argv) == 8 and sys.argv[1] == "--probe":
-    os.environ.setdefault("nnUNet_results", tempfile.mkdtemp(prefix="pick_step_benchmark_"))
+    # run_step_benchmark passes its temporary nnUNet_results; a probe started by hand gets its own, removed after
+    own_results = None if "nnUNet_results" in os.environ else tempfile.mkdtemp(prefix="pick_step_benchmark_")
+    if own_results:
+        os.environ["nnUNet_results"] = own_results
     name, ds, cfg, plans_id, dev, n = sys.argv[2:]
-    print(json.dumps(peak_memory_probe(name, ds, cfg, plans_id, dev, int(n))))
+    try:
+        print(json.dumps(peak_memory_probe(name, ds, cfg, plans_id, dev, int(n))))
+    finally:
+        if own_results:
+            shutil.rmtree(own_results, ignore_errors=True)

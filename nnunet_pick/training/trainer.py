@@ -113,6 +113,7 @@ class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
         self.dataloader_unlabeled = None
         self.unlabeled_case_folders: dict[str, str] = {}
         self.aux_loss: nn.Module | None = None
+        self._batch_dim_dynamic = False  # set in on_train_start; see _forward
 
     # ------------------------------------------------------------------ settings
     @property
@@ -156,6 +157,20 @@ class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
     def _unwrapped_network(self) -> PICKNetwork:
         mod = self.network.module if self.is_ddp else self.network
         return mod._orig_mod if isinstance(mod, OptimizedModule) else mod
+
+    def _forward(self, x: torch.Tensor, branch: str = "primary"):
+        """``self.network`` on ``x`` for one branch (:meth:`PICKNetwork.forward`), as the training step calls it.
+
+        Under ``torch.compile`` (nnU-Net compiles ``self.network`` on CUDA), every distinct input shape, grad mode and
+        branch is a cached graph of the same ``forward``, and ``torch._dynamo.config.recompile_limit`` (8) caps them;
+        past the cap that call runs uncompiled. When the unlabeled batch differs from the labeled one, the batch
+        dimension is marked dynamic (``torch._dynamo.maybe_mark_dynamic``) so that the MIM and auxiliary branches
+        compile one graph for both batches instead of one per batch size (found by ``tests/test_compile.py``: with
+        B_u != B_l the final validation otherwise hits the cap). Without compilation the mark does nothing.
+        """
+        if self._batch_dim_dynamic:
+            torch._dynamo.maybe_mark_dynamic(x, 0)
+        return self.network(x) if branch == "primary" else self.network(x, branch=branch)
 
     def _autocast(self):
         # nnU-Net's rule: autocast on CUDA only (CPU autocast is slow, MPS unsupported)
@@ -275,6 +290,7 @@ class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
     def on_train_start(self) -> None:
         self.ensure_unlabeled_preprocessed()
         super().on_train_start()
+        self._batch_dim_dynamic = self._unlabeled_batch_size_this_rank() != self.batch_size
         self.print_to_log_file(
             f"PICK settings: lambda_mim={self.lambda_mim}, num_warmup_epochs={self.num_warmup_epochs} of "
             f"{self.num_epochs}, unlabeled_batch_size={self.unlabeled_batch_size} (labeled {self.batch_size} per "
@@ -423,7 +439,7 @@ class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
             (unweighted L_mim, detached scalar; the detached reconstruction (B, C, X, Y[, Z])).
         """
         with self._autocast():
-            reconstruction = self.network(apply_mask(image, masked), branch="mim")
+            reconstruction = self._forward(apply_mask(image, masked), branch="mim")
         if self.is_ddp:
             # the mean over the masked voxels of all ranks, times the world size because gradients are averaged
             # over ranks (_average_gradients_over_ranks): the ranks' losses then sum to the whole batch's L_mim
@@ -439,7 +455,7 @@ class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
                     target: torch.Tensor) -> torch.Tensor:
         """Reconstructed image -> auxiliary decoder -> Dice+CE against ``target`` (PICK Eq. 9); back-propagates."""
         with self._autocast():
-            logits = self.network(paste_reconstruction(image, reconstruction, masked), branch="aux")
+            logits = self._forward(paste_reconstruction(image, reconstruction, masked), branch="aux")
             loss = self.aux_loss(logits, target)
         self._backward(loss)
         return loss.detach()
@@ -451,7 +467,7 @@ class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
         from the same forward pass that computes L_seg.
         """
         with self._autocast():
-            output = self.network(data)
+            output = self._forward(data)
             loss_seg = self.loss(output, target)
         logits = output[0] if isinstance(output, (list, tuple)) else output
         _, masked = self._segmentation_mask(logits)
@@ -483,7 +499,7 @@ class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
         The primary decoder gets no gradient from unlabeled data.
         """
         with torch.no_grad(), self._autocast():
-            output = self.network(data)
+            output = self._forward(data)
         logits = output[0] if isinstance(output, (list, tuple)) else output
         pseudo, masked = self._segmentation_mask(logits)
         del output, logits

@@ -183,3 +183,37 @@ def test_exported_model_predicts_the_same_without_nnunet_pick(trained, tmp_path)
         plain = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{case}.nii.gz")))
         pick = sitk.GetArrayFromImage(sitk.ReadImage(str(trained["predictions"] / f"{case}.nii.gz")))
         np.testing.assert_array_equal(plain, pick)
+
+
+def test_export_benchmark_times_both_models_and_refuses_differing_predictions(trained, tmp_path):
+    """nnUNetv2_pick_benchmark_export on the test images: identical segmentations, both models timed; a changed
+    exported weight makes the segmentations differ, which the command reports with exit status 1."""
+    model_folder = Path(trained["fold"]).parent
+    run_checked([command("nnUNetv2_pick_export"), "-i", str(model_folder), "-o", str(tmp_path / "exported")],
+                dict(os.environ))
+    exported = tmp_path / "exported" / f"nnUNetTrainer__nnUNetPlans__{CONFIGURATION}"
+    env = {**os.environ, "nnUNet_extTrainer": trained["nnUNet_extTrainer"]}  # the user's PICK subclass lives there
+    figures_file = tmp_path / "inference.json"
+    benchmark = [command("nnUNetv2_pick_benchmark_export"), "-i", str(model_folder), "-e", str(exported), "-imgs",
+                 str(trained["raw"] / "imagesTs"), "-n", "1", "-device", "cpu"]
+    proc = run_checked([*benchmark, "--json", str(figures_file)], env)
+    figures = json.loads(figures_file.read_text(encoding="utf-8"))
+    assert figures["cases"] == len(TEST)
+    assert figures["identical_cases"] == len(TEST)
+    seconds = figures["median_case_s"]
+    assert seconds["PICK"] > 0
+    assert seconds["exported"] > 0
+    assert figures["time_ratio"] == pytest.approx(seconds["exported"] / seconds["PICK"])
+    assert f"voxel-identical segmentations: {len(TEST)} of {len(TEST)} cases" in proc.stdout
+
+    # shift the exported primary decoder's background logit up by 100: every voxel becomes background
+    checkpoint = exported / "fold_0" / "checkpoint_final.pth"
+    ckpt = torch.load(checkpoint, weights_only=True)
+    head = max(k for k in ckpt["network_weights"] if k.startswith("decoder.seg_layers.") and k.endswith(".bias"))
+    ckpt["network_weights"][head][0] += 100
+    torch.save(ckpt, checkpoint)
+    changed = subprocess.run([*benchmark, "--max-cases", "1"], env=env, capture_output=True,
+                             encoding="utf-8", errors="replace")
+    assert changed.returncode == 1
+    assert "segmentations differ" in changed.stderr
+    assert "voxel-identical segmentations: 0 of 1 cases" in changed.stdout

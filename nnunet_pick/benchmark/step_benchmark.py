@@ -92,15 +92,22 @@ class StepTimes:
         return sum(self.wait_s) / (sum(self.wait_s) + sum(self.compute_s))
 
 
-def make_trainer(trainer_name: str, dataset: str, configuration: str, plans_identifier: str, device: str):
+def make_trainer(trainer_name: str, dataset: str, configuration: str, plans_identifier: str, device: str,
+                 force_compile: bool = False):
     """A trainer as ``nnUNetv2_train`` builds it (nnU-Net's ``get_trainer_from_args``), started (data loaders
-    running) and, for PICK trainers, past warm-up."""
+    running) and, for PICK trainers, past warm-up.
+
+    ``force_compile``: nnU-Net's ``torch.compile`` of the network (and Dice loss) also where nnU-Net's
+    ``_do_i_compile`` says no (the CPU, ``nnUNet_compile=f``); otherwise nnU-Net decides.
+    """
     from nnunetv2.run.run_training import get_trainer_from_args
 
     from nnunet_pick import nnUNetTrainerPICK
 
     trainer = get_trainer_from_args(dataset, configuration, 0, trainer_name, plans_identifier,
                                     device=torch.device(device))
+    if force_compile:
+        trainer._do_i_compile = lambda: True
     trainer.on_train_start()
     if isinstance(trainer, nnUNetTrainerPICK):
         trainer.current_epoch = trainer.num_warmup_epochs
@@ -157,10 +164,10 @@ def stop_loaders(trainer) -> None:
 
 
 def peak_memory_probe(trainer_name: str, dataset: str, configuration: str, plans_identifier: str, device: str,
-                      steps: int) -> dict:
+                      steps: int, force_compile: bool = False) -> dict:
     """Run ``steps`` steps in this process; returns ``{'peak_mib', 'kind'}`` (CUDA allocator peak over the steps,
     or this process's peak RSS on the CPU)."""
-    trainer = make_trainer(trainer_name, dataset, configuration, plans_identifier, device)
+    trainer = make_trainer(trainer_name, dataset, configuration, plans_identifier, device, force_compile)
     timed_step(trainer, None)  # first step: lazy initialisations, cudnn autotuning
     if trainer.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -175,9 +182,9 @@ def peak_memory_probe(trainer_name: str, dataset: str, configuration: str, plans
 
 
 def _probe_in_subprocess(trainer_name: str, dataset: str, configuration: str, plans_identifier: str, device: str,
-                         steps: int) -> dict:
+                         steps: int, force_compile: bool) -> dict:
     args = [sys.executable, "-m", "nnunet_pick.benchmark.step_benchmark", "--probe", trainer_name, dataset,
-            configuration, plans_identifier, device, str(steps)]
+            configuration, plans_identifier, device, str(steps), str(int(force_compile))]
     proc = subprocess.run(args, capture_output=True, encoding="utf-8", errors="replace")
     if proc.returncode != 0:
         raise RuntimeError(f"memory probe of {trainer_name} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -250,8 +257,8 @@ class StepBenchmark:
 
     def _compile_line(self) -> str:
         if not any(self.torch_compile.values()):
-            return ("torch.compile: off (nnU-Net compiles on CUDA only, and not with nnUNet_compile=f); "
-                    "recompilation target not measured")
+            return ("torch.compile: off (nnU-Net compiles on CUDA only, and not with nnUNet_compile=f; --compile "
+                    "forces it); recompilation target not measured")
         on = ", ".join(name for name, compiled in self.torch_compile.items() if compiled)
         n = self.graphs_compiled_in_timed_steps
         return f"torch.compile: on ({on}); graphs compiled during the timed steps: {n} (target 0: " + \
@@ -260,7 +267,7 @@ class StepBenchmark:
 
 def run_step_benchmark(dataset: str, configuration: str, plans_identifier: str = "nnUNetPlans", steps: int = 10,
                        device: str = "cpu", trainer: str = "nnUNetTrainerPICK", baseline: str = "nnUNetTrainer",
-                       memory_steps: int = 3) -> StepBenchmark:
+                       memory_steps: int = 3, force_compile: bool = False) -> StepBenchmark:
     """Measure ``trainer`` against ``baseline`` (see the module docstring).
 
     Trainer logs go to a temporary ``nnUNet_results``, deleted afterwards, never into the user's.
@@ -282,9 +289,10 @@ def run_step_benchmark(dataset: str, configuration: str, plans_identifier: str =
     os.environ["nnUNet_results"] = results_folder
     trainers = {}
     try:
-        memory = {name: _probe_in_subprocess(name, dataset, configuration, plans_identifier, device, memory_steps)
+        memory = {name: _probe_in_subprocess(name, dataset, configuration, plans_identifier, device, memory_steps,
+                                             force_compile)
                   for name in (baseline, trainer)}
-        trainers = {name: make_trainer(name, dataset, configuration, plans_identifier, device)
+        trainers = {name: make_trainer(name, dataset, configuration, plans_identifier, device, force_compile)
                     for name in (baseline, trainer)}
         times = {name: StepTimes() for name in trainers}
         for t in trainers.values():
@@ -311,14 +319,14 @@ def run_step_benchmark(dataset: str, configuration: str, plans_identifier: str =
         shutil.rmtree(results_folder, ignore_errors=True)  # only the trainers' logs of this run
 
 
-if __name__ == "__main__" and len(sys.argv) == 8 and sys.argv[1] == "--probe":
+if __name__ == "__main__" and len(sys.argv) == 9 and sys.argv[1] == "--probe":
     # run_step_benchmark passes its temporary nnUNet_results; a probe started by hand gets its own, removed after
     own_results = None if "nnUNet_results" in os.environ else tempfile.mkdtemp(prefix="pick_step_benchmark_")
     if own_results:
         os.environ["nnUNet_results"] = own_results
-    name, ds, cfg, plans_id, dev, n = sys.argv[2:]
+    name, ds, cfg, plans_id, dev, n, force = sys.argv[2:]
     try:
-        print(json.dumps(peak_memory_probe(name, ds, cfg, plans_id, dev, int(n))))
+        print(json.dumps(peak_memory_probe(name, ds, cfg, plans_id, dev, int(n), force == "1")))
     finally:
         if own_results:
             shutil.rmtree(own_results, ignore_errors=True)

@@ -1,4 +1,5 @@
-"""``nnUNetv2_pick_benchmark -d D -c C [-p PLANS] [-n STEPS] [-device cpu|cuda] [-tr TRAINER] [--json FILE]``."""
+"""``nnUNetv2_pick_benchmark -d D -c C [-p PLANS] [-n STEPS] [-device cpu|cuda] [-tr TRAINER] [--compile]
+[--json FILE]``."""
 
 from __future__ import annotations
 
@@ -23,13 +24,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("-tr", default="nnUNetTrainerPICK", help="PICK trainer to measure (default nnUNetTrainerPICK)")
     parser.add_argument("--memory-steps", type=int, default=3, help="steps of each memory probe (default 3)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile both trainers' networks as nnU-Net does on CUDA, also on the CPU (where "
+                             "nnU-Net does not); the first step then includes the compilation")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     from nnunet_pick.benchmark.step_benchmark import run_step_benchmark
 
     try:
         result = run_step_benchmark(args.d, args.c, args.p, steps=args.n, device=args.device, trainer=args.tr,
-                                    memory_steps=args.memory_steps)
+                                    memory_steps=args.memory_steps, force_compile=args.compile)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"nnUNetv2_pick_benchmark: error: {e}", file=sys.stderr)
         return 1

@@ -54,6 +54,17 @@ class PICKPlannerMixin:
     #: the plans file of the nnU-Net planner this one extends (its data is reused)
     nnunet_plans_identifier = "nnUNetPlans"
 
+    def __init__(self, dataset_name_or_id, gpu_memory_target_in_gb: float | None = None,
+                 preprocessor_name: str = "DefaultPreprocessor", plans_name: str | None = None,
+                 overwrite_target_spacing=None, suppress_transpose: bool = False):
+        """nnU-Net's planner arguments; the defaults are the nnU-Net counterpart's GPU memory target (8, 8, 24 or
+        40 GB, as its own ``__init__`` sets it) and plans named ``nnunet_plans_identifier + "PICK"``."""
+        target = {} if gpu_memory_target_in_gb is None else {"gpu_memory_target_in_gb": gpu_memory_target_in_gb}
+        super().__init__(dataset_name_or_id, preprocessor_name=preprocessor_name,
+                         plans_name=plans_name or self.nnunet_plans_identifier + "PICK",
+                         overwrite_target_spacing=overwrite_target_spacing, suppress_transpose=suppress_transpose,
+                         **target)
+
     def static_estimate_VRAM_usage(  # noqa: N802 (nnU-Net's name)
             self, patch_size: tuple[int, ...], input_channels: int, output_channels: int, arch_class_name: str,
             arch_kwargs: dict, arch_kwargs_req_import: tuple[str, ...]):
@@ -154,13 +165,7 @@ def _as_json(value: Any) -> Any:
 
 
 class nnUNetPlannerPICK(PICKPlannerMixin, ExperimentPlanner):  # noqa: N801 (nnU-Net naming)
-    """nnU-Net's default planner (PlainConvUNet) sized for the PICK step; plans ``nnUNetPlansPICK``."""
-
-    def __init__(self, dataset_name_or_id, gpu_memory_target_in_gb: float = 8,
-                 preprocessor_name: str = "DefaultPreprocessor", plans_name: str = "nnUNetPlansPICK",
-                 overwrite_target_spacing=None, suppress_transpose: bool = False):
-        super().__init__(dataset_name_or_id, gpu_memory_target_in_gb, preprocessor_name, plans_name,
-                         overwrite_target_spacing, suppress_transpose)
+    """nnU-Net's default planner (PlainConvUNet, 8 GB) sized for the PICK step; plans ``nnUNetPlansPICK``."""
 
 
 class nnUNetPlannerPICKResEncM(PICKPlannerMixin, nnUNetPlannerResEncM):  # noqa: N801
@@ -168,35 +173,17 @@ class nnUNetPlannerPICKResEncM(PICKPlannerMixin, nnUNetPlannerResEncM):  # noqa:
 
     nnunet_plans_identifier = "nnUNetResEncUNetMPlans"
 
-    def __init__(self, dataset_name_or_id, gpu_memory_target_in_gb: float = 8,
-                 preprocessor_name: str = "DefaultPreprocessor", plans_name: str = "nnUNetResEncUNetMPlansPICK",
-                 overwrite_target_spacing=None, suppress_transpose: bool = False):
-        super().__init__(dataset_name_or_id, gpu_memory_target_in_gb, preprocessor_name, plans_name,
-                         overwrite_target_spacing, suppress_transpose)
-
 
 class nnUNetPlannerPICKResEncL(PICKPlannerMixin, nnUNetPlannerResEncL):  # noqa: N801
     """nnU-Net's ResEnc L planner (24 GB) sized for the PICK step; plans ``nnUNetResEncUNetLPlansPICK``."""
 
     nnunet_plans_identifier = "nnUNetResEncUNetLPlans"
 
-    def __init__(self, dataset_name_or_id, gpu_memory_target_in_gb: float = 24,
-                 preprocessor_name: str = "DefaultPreprocessor", plans_name: str = "nnUNetResEncUNetLPlansPICK",
-                 overwrite_target_spacing=None, suppress_transpose: bool = False):
-        super().__init__(dataset_name_or_id, gpu_memory_target_in_gb, preprocessor_name, plans_name,
-                         overwrite_target_spacing, suppress_transpose)
-
 
 class nnUNetPlannerPICKResEncXL(PICKPlannerMixin, nnUNetPlannerResEncXL):  # noqa: N801
     """nnU-Net's ResEnc XL planner (40 GB) sized for the PICK step; plans ``nnUNetResEncUNetXLPlansPICK``."""
 
     nnunet_plans_identifier = "nnUNetResEncUNetXLPlans"
-
-    def __init__(self, dataset_name_or_id, gpu_memory_target_in_gb: float = 40,
-                 preprocessor_name: str = "DefaultPreprocessor", plans_name: str = "nnUNetResEncUNetXLPlansPICK",
-                 overwrite_target_spacing=None, suppress_transpose: bool = False):
-        super().__init__(dataset_name_or_id, gpu_memory_target_in_gb, preprocessor_name, plans_name,
-                         overwrite_target_spacing, suppress_transpose)
 
 
 PLANNERS: dict[str, type[ExperimentPlanner]] = {

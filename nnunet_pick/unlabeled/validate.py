@@ -67,7 +67,7 @@ def check_unlabeled_folder(raw_dataset_folder: str, dataset_json: dict) -> PoolC
                                  f"index); rename it, e.g. to case_001_0000{ending}")
     cases = list_raw_unlabeled_cases(folder, ending)
     labeled_folder = join(raw_dataset_folder, "imagesTr")
-    labeled = list_raw_unlabeled_cases(labeled_folder, ending) if isdir(labeled_folder) else {}
+    labeled = list_raw_unlabeled_cases(labeled_folder, ending)  # {} without imagesTr
     # channel files per case as in imagesTr (an RGB PNG holds 3 channels of channel_names in one _0000 file, so
     # nnU-Net counts channels after reading); dataset.json's channel_names when there is no imagesTr to compare to
     if labeled:

@@ -11,73 +11,36 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
-from dataclasses import dataclass, field
 from os.path import isdir, isfile, join
 
 from nnunet_pick.benchmark.report import RUN_METADATA, collect_runs, summarize_runs, write_report
 from nnunet_pick.console import print_text
+from nnunet_pick.fold_runs import fold_state, model_folder, train_fold
 from nnunet_pick.subprocesses import installed_command, run_logged
-
-
-@dataclass
-class Preset:
-    """Settings a named preset fills in (the user's own flags win)."""
-
-    description: str
-    base_configuration: str
-    configuration: str
-    configuration_overrides: dict
-    folds: list[int]
-    num_labeled: int
-    repeats: int
-    baseline: str
-    trainers: list[str]
-    device: str
-    env: dict[str, str] = field(default_factory=dict)
-
-
-PRESETS: dict[str, Preset] = {
-    "hippocampus-cpu": Preset(
-        description="Hippocampus on 2 CPU cores: nnU-Net's 2d configuration with batch size 8 (plans configuration "
-                    "2d_pick_cpu), fold 0 of a 5-fold split with 8 labeled cases (the rest of the fold's training "
-                    "cases unlabeled), 16 epochs x 25 iterations for both arms (PICK: 8 warm-up epochs), 3 repeats "
-                    "per arm, nnU-Net's validation on the fold's validation cases",
-        base_configuration="2d", configuration="2d_pick_cpu", configuration_overrides={"batch_size": 8},
-        folds=[0], num_labeled=8, repeats=3, baseline="nnUNetTrainer_benchmarkCPU",
-        trainers=["nnUNetTrainerPICK_benchmarkCPU"], device="cpu",
-        env={"nnUNet_n_proc_DA": "1", "nnUNet_def_n_proc": "2", "nnUNet_compile": "f"}),
-}
 
 
 def _log(message: str) -> None:
     print_text(f"[benchmark {time.strftime('%H:%M:%S')}] {message}")
 
 
-def ensure_plans(dataset_name: str, dataset_id: str, base_configuration: str, configuration: str, plans: str,
-                 overrides: dict, env: dict[str, str], log_file: str) -> str:
-    """Plan and preprocess with nnU-Net if needed; add ``configuration`` (inheriting ``base_configuration``, with
-    ``overrides``) to the plans if it is missing. Returns the preprocessed dataset folder."""
+def ensure_plans(dataset_name: str, dataset_id: str, configuration: str, plans: str, env: dict[str, str],
+                 log_file: str) -> str:
+    """Plan and preprocess ``configuration`` with nnU-Net if needed. Returns the preprocessed dataset folder."""
     from nnunetv2.paths import nnUNet_preprocessed
 
     folder = join(nnUNet_preprocessed, dataset_name)
     plans_file = join(folder, plans + ".json")
     if not isfile(plans_file):
-        _log(f"planning and preprocessing {dataset_name} ({base_configuration}) with nnU-Net")
-        run_logged([installed_command("nnUNetv2_plan_and_preprocess"), "-d", dataset_id, "-c", base_configuration],
+        _log(f"planning and preprocessing {dataset_name} ({configuration}) with nnU-Net")
+        run_logged([installed_command("nnUNetv2_plan_and_preprocess"), "-d", dataset_id, "-c", configuration],
                    env, log_file)
     with open(plans_file, encoding="utf-8") as f:
         plan = json.load(f)
-    if configuration not in plan["configurations"]:
-        plan["configurations"][configuration] = {"inherits_from": base_configuration, **overrides}
-        with open(plans_file, "w", encoding="utf-8") as f:
-            json.dump(plan, f, indent=4)
-        _log(f"added plans configuration {configuration} = {base_configuration} with {overrides}")
-    data_identifier = plan["configurations"][base_configuration].get("data_identifier")
+    data_identifier = plan["configurations"][configuration].get("data_identifier")
     if data_identifier and not isdir(join(folder, data_identifier)):
-        _log(f"preprocessing {base_configuration}")
-        run_logged([installed_command("nnUNetv2_preprocess"), "-d", dataset_id, "-c", base_configuration,
+        _log(f"preprocessing {configuration}")
+        run_logged([installed_command("nnUNetv2_preprocess"), "-d", dataset_id, "-c", configuration,
                     "-plans_name", plans], env, log_file)
     return folder
 
@@ -114,8 +77,7 @@ def ensure_splits(dataset_name: str, preprocessed: str, n_folds: int, seed: int,
 def run_benchmark(dataset: str, configuration: str, *, folds: list[int], trainers: list[str],
                   baseline: str = "nnUNetTrainer", labeled_fraction: float | None = None,
                   num_labeled: int | None = None, n_folds: int = 5, plans: str = "nnUNetPlans", seed: int = 12345,
-                  repeats: int = 1, device: str = "cuda", output: str | None = None, preset: str | None = None,
-                  ) -> str:
+                  repeats: int = 1, device: str = "cuda", output: str | None = None) -> str:
     """Run (or resume) the benchmark and return the Markdown report (also written to ``<output>/report.md``).
 
     Args:
@@ -132,35 +94,21 @@ def run_benchmark(dataset: str, configuration: str, *, folds: list[int], trainer
         device: ``cpu`` or ``cuda``.
         output: folder of the results roots and the report (default ``$nnUNet_results/pick_benchmark_<dataset>_
             <configuration>``).
-        preset: a key of :data:`PRESETS`; its settings replace the corresponding arguments.
 
     Raises:
-        ValueError: for an unknown preset, unusable splits, or no labeled amount for new splits.
+        ValueError: for unusable splits, or no labeled amount for new splits.
         RuntimeError: if an nnU-Net command fails (with the end of its log).
     """
     from nnunetv2.paths import nnUNet_results
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
     env = dict(os.environ)
-    overrides: dict = {}
-    base_configuration = configuration
-    if preset is not None:
-        if preset not in PRESETS:
-            raise ValueError(f"Unknown preset {preset!r}; choose from {sorted(PRESETS)}")
-        p = PRESETS[preset]
-        _log(f"preset {preset}: {p.description}")
-        base_configuration, configuration, overrides = p.base_configuration, p.configuration, p.configuration_overrides
-        folds, num_labeled, labeled_fraction, repeats = p.folds, p.num_labeled, None, p.repeats
-        baseline, trainers, device = p.baseline, p.trainers, p.device
-        for k, v in p.env.items():
-            env.setdefault(k, v)
     dataset_name = maybe_convert_to_dataset_name(int(dataset) if str(dataset).isdigit() else dataset)
     dataset_id = dataset_name[len("Dataset"):len("Dataset") + 3]
     output = output or join(nnUNet_results.get(), f"pick_benchmark_{dataset_name}_{configuration}")
     os.makedirs(join(output, "logs"), exist_ok=True)
     setup_log = join(output, "logs", "setup.log")
-    preprocessed = ensure_plans(dataset_name, dataset_id, base_configuration, configuration, plans, overrides, env,
-                                setup_log)
+    preprocessed = ensure_plans(dataset_name, dataset_id, configuration, plans, env, setup_log)
     if not isfile(join(preprocessed, "splits_final.json")) and labeled_fraction is None and num_labeled is None:
         raise ValueError("No splits_final.json yet: give --labeled-fraction or --num-labeled.")
     splits = ensure_splits(dataset_name, preprocessed, n_folds, seed, labeled_fraction, num_labeled)
@@ -179,19 +127,16 @@ def run_benchmark(dataset: str, configuration: str, *, folds: list[int], trainer
         run_env = {**env, "nnUNet_results": root}
         for fold in folds:
             for trainer in arms:
-                fold_dir = join(root, dataset_name, f"{trainer}__{plans}__{configuration}", f"fold_{fold}")
-                done = isfile(join(fold_dir, "checkpoint_final.pth"))
-                validated = isfile(join(fold_dir, "validation", "summary.json"))
-                if done and validated:
+                fold_dir = join(model_folder(root, dataset_name, trainer, plans, configuration), f"fold_{fold}")
+                state = fold_state(fold_dir)
+                if state == "done":
                     _log(f"repeat {repeat} fold {fold} {trainer}: done already")
                     continue
-                flags = ["--val"] if done else (["--c"] if isfile(join(fold_dir, "checkpoint_latest.pth")) else [])
-                _log(f"repeat {repeat} fold {fold} {trainer}: {'validating' if done else 'training'} "
-                     f"(seed {seed + repeat}{', continuing' if flags == ['--c'] else ''})")
+                _log(f"repeat {repeat} fold {fold} {trainer}: {state} (seed {seed + repeat})")
                 t0 = time.perf_counter()
-                run_logged([sys.executable, "-m", "nnunet_pick.benchmark.seeded_train", str(seed + repeat), dataset_id,
-                      configuration, str(fold), "-tr", trainer, "-p", plans, "-device", device, *flags], run_env,
-                     join(output, "logs", f"repeat{repeat}_fold{fold}_{trainer}.log"))
+                train_fold(dataset_id, configuration, fold, trainer, plans, fold_folder=fold_dir, env=run_env,
+                           log=join(output, "logs", f"repeat{repeat}_fold{fold}_{trainer}.log"), device=device,
+                           seed=seed + repeat)
                 _log(f"repeat {repeat} fold {fold} {trainer}: finished in {time.perf_counter() - t0:.0f} s")
     runs = collect_runs(roots, dataset_name, arms, configuration, plans, preprocessed)
     runs = [r for r in runs if r.fold in folds]

@@ -9,7 +9,7 @@ from nnunet_pick.console import print_text
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from nnunet_pick.benchmark.runner import PRESETS
+    from nnunet_pick.benchmark.protocol import PROTOCOLS
 
     parser = argparse.ArgumentParser(
         prog="nnUNetv2_pick_benchmark_ssl",
@@ -27,24 +27,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-tr", nargs="+", default=["nnUNetTrainerPICK"], help="trainers to compare with the baseline")
     parser.add_argument("--baseline", default="nnUNetTrainer", help="labeled-only arm (default nnUNetTrainer)")
     parser.add_argument("--seed", type=int, default=12345, help="base seed; repeat r uses seed + r")
-    parser.add_argument("--repeats", type=int, default=1, help="runs per arm and fold, with different seeds")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="runs per arm and fold, with different seeds (default 1; with --preset the protocol's)")
     parser.add_argument("-device", choices=("cpu", "cuda"), default="cuda")
     parser.add_argument("-o", "--output", default=None, help="output folder (default $nnUNet_results/"
                                                                "pick_benchmark_<dataset>_<configuration>)")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                        help="; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()))
+    parser.add_argument("--preset", choices=sorted(PROTOCOLS), default=None,
+                        help="run the accuracy protocol (fixed test cases; labeled-only, PICK (-tr, default "
+                             "nnUNetTrainerPICK), self-training and fully supervised arms; paired repeats; report with "
+                             "confidence intervals, gap closed and learning curves); --repeats and -o apply, the "
+                             "other options are the protocol's. " + "; ".join(
+                                 f"{k}: {v.description}" for k, v in PROTOCOLS.items()))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from nnunet_pick.benchmark.protocol import run_protocol
     from nnunet_pick.benchmark.runner import run_benchmark
 
     try:
-        text = run_benchmark(args.d, args.c, folds=args.folds, trainers=args.tr, baseline=args.baseline,
-                             labeled_fraction=args.labeled_fraction, num_labeled=args.num_labeled,
-                             n_folds=args.n_folds, plans=args.p, seed=args.seed, repeats=args.repeats,
-                             device=args.device, output=args.output, preset=args.preset)
+        if args.preset is not None:
+            text = run_protocol(args.d, args.preset, pick_trainers=args.tr, repeats=args.repeats, output=args.output)
+        else:
+            text = run_benchmark(args.d, args.c, folds=args.folds, trainers=args.tr, baseline=args.baseline,
+                                 labeled_fraction=args.labeled_fraction, num_labeled=args.num_labeled,
+                                 n_folds=args.n_folds, plans=args.p, seed=args.seed, repeats=args.repeats or 1,
+                                 device=args.device, output=args.output)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"nnUNetv2_pick_benchmark_ssl: error: {e}", file=sys.stderr)
         return 1

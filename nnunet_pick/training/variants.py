@@ -86,16 +86,6 @@ declare_variant("nnUNetTrainerPICK_CutMix", "PICK with CutMix on every labeled b
 declare_variant("nnUNetTrainerPICK_Fourier", "PICK with Fourier amplitude mixing of all batches, eta = 1 (M&Ms, "
                 "Sec. 4.3.5).", fourier_mix_eta=1.0)
 
-# the benchmark's CPU preset (nnUNetv2_pick_benchmark_ssl --preset hippocampus-cpu): both arms on one schedule of
-# 16 epochs x 25 iterations; the labeled-only arm is stock nnUNetTrainer with that schedule (nnU-Net's own
-# nnUNetTrainer_Xepochs keep 250 iterations per epoch). PICK warms up for half of it: an nnU-Net model leaves its
-# all-background start only after about 150 labeled iterations, and an all-background model masks nothing.
-_CPU_SCHEDULE = {"num_epochs": 16, "num_iterations_per_epoch": 25, "num_val_iterations_per_epoch": 5}
-declare_variant("nnUNetTrainer_benchmarkCPU", "nnU-Net's nnUNetTrainer (labeled only) on the benchmark's CPU schedule.",
-                base=nnUNetTrainer, **_CPU_SCHEDULE)
-declare_variant("nnUNetTrainerPICK_benchmarkCPU", "nnUNetTrainerPICK on the benchmark's CPU schedule.",
-                num_warmup_epochs=8, mim_figure_every=4, **_CPU_SCHEDULE)
-
 # the embedded demo's CPU schedule (nnUNetv2_pick_demo, see nnunet_pick.demo for why the warm-up is 60 %)
 declare_variant("nnUNetTrainerPICK_demo", "nnUNetTrainerPICK on the demo's short CPU schedule.",
                 num_epochs=18, num_iterations_per_epoch=25, num_val_iterations_per_epoch=5, num_warmup_epochs=12,

@@ -1,14 +1,18 @@
-"""PICK planners: the VRAM estimate's arithmetic and monotonicity, plans against nnU-Net's, the command."""
+"""PICK planners: the VRAM estimate's arithmetic and monotonicity, plans against nnU-Net's, the command and how it
+finds planners by name (``planners/``, a user's ``nnUNet_extPlanner`` folder)."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import textwrap
 
 import numpy as np
 import pytest
 from helpers import DATASET_ID, base_env, command, run_checked
 from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
 
+from nnunet_pick._discovery import find_planner, planner_folder, planner_search_path
 from nnunet_pick.planning import PLANNERS, nnUNetPlannerPICK
 
 
@@ -92,3 +96,64 @@ def test_command_plans_and_says_what_to_preprocess(hippocampus, nnunet_dirs):
     assert plans["configurations"]["2d"]["architecture"]["network_class_name"].endswith("ResidualEncoderUNet")
     assert "data nnUNetPlans_2d (preprocessed)" in proc.stdout
     assert "-tr nnUNetTrainerPICK -p nnUNetResEncUNetMPlansPICK" in proc.stdout
+
+
+def test_pick_planners_are_found_by_name_through_the_planners_folder(tmp_path):
+    folder = planner_folder()
+    assert (folder / "nnunet_pick_planners_index.py").is_file()
+    assert folder.name in ("planners", "nnunet_pick_planners")  # source checkout / wheel
+    assert planner_search_path({}) == [str(folder)]
+    assert planner_search_path({"nnUNet_extPlanner": str(tmp_path)}) == [str(tmp_path), str(folder)]  # user's first
+    for name, cls in PLANNERS.items():
+        assert find_planner(name, {}) is cls  # the library's classes, not copies
+    with pytest.raises(LookupError, match="set nnUNet_extPlanner to the folder"):
+        find_planner("nnUNetPlannerPICKUnknown", {})
+    with pytest.raises(LookupError, match="not a folder"):
+        find_planner("nnUNetPlannerPICK", {"nnUNet_extPlanner": str(tmp_path / "missing")})
+
+
+USER_PLANNERS = textwrap.dedent("""
+    from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
+
+    from nnunet_pick.planning import nnUNetPlannerPICK
+
+
+    class nnUNetPlannerPICKNarrow(nnUNetPlannerPICK):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.UNet_base_num_features = 16  # nnU-Net's default: 32
+
+
+    class nnUNetPlannerNotPICK(ExperimentPlanner):
+        pass
+""")
+
+
+def test_command_finds_and_uses_a_users_planner_from_nnUNet_extPlanner(hippocampus, nnunet_dirs, tmp_path):
+    package = tmp_path / "my_planners"
+    package.mkdir()
+    (package / "__init__.py").write_text("", encoding="utf-8")
+    (package / "narrow.py").write_text(USER_PLANNERS, encoding="utf-8")
+    env = base_env(nnunet_dirs, nnUNet_extPlanner=str(tmp_path))
+    plans_name = "nnUNetPlansPICKNarrowTest"
+    proc = run_checked([command("nnUNetv2_pick_plan_experiment"), "-d", str(DATASET_ID), "-pl",
+                        "nnUNetPlannerPICKNarrow", "-overwrite_plans_name", plans_name], env)
+    assert f"plans {plans_name} written" in proc.stdout
+    plans = json.loads((hippocampus / f"{plans_name}.json").read_text(encoding="utf-8"))
+    stock = json.loads((hippocampus / "nnUNetPlans.json").read_text(encoding="utf-8"))
+    assert plans["experiment_planner_used"] == "nnUNetPlannerPICKNarrow"
+    ours = plans["configurations"]["2d"]["architecture"]["arch_kwargs"]["features_per_stage"]
+    theirs = stock["configurations"]["2d"]["architecture"]["arch_kwargs"]["features_per_stage"]
+    assert theirs[0] == 32
+    assert ours == [min(16 * 2 ** i, 512) for i in range(len(ours))]  # the user's base width, nnU-Net's 2d cap
+    assert plans["configurations"]["2d"]["data_identifier"] == "nnUNetPlans_2d"  # still a PICK planner
+
+    # a planner that is not a PICK planner, and a name found nowhere: a clear error, no plans written
+    for name, message in [("nnUNetPlannerNotPICK", f"(in {package / 'narrow.py'}) is not a PICK planner"),
+                          ("nnUNetPlannerPICKTypo", f"no planner nnUNetPlannerPICKTypo in {tmp_path}")]:
+        proc = subprocess.run([command("nnUNetv2_pick_plan_experiment"), "-d", str(DATASET_ID), "-pl", name,
+                               "-overwrite_plans_name", f"{name}Test"], env=env, capture_output=True,
+                              encoding="utf-8", errors="replace", timeout=600)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert message in proc.stderr
+        assert not (hippocampus / f"{name}Test.json").exists()

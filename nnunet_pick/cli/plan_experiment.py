@@ -1,7 +1,9 @@
 """``nnUNetv2_pick_plan_experiment -d D [D ...] [-pl PLANNER] [-gpu_memory_target G] [-overwrite_plans_name N]``.
 
 nnU-Net's ``nnUNetv2_plan_experiment -pl`` searches planners inside the nnunetv2 package only, so the PICK planners
-(:mod:`nnunet_pick.planning`) get this command; it runs them through nnU-Net's own ``plan_experiment_dataset``.
+get this command. It finds ``-pl NAME`` in the folders of ``nnUNet_extPlanner`` (a user's own subclasses of the PICK
+planners) and then in nnunet-pick's ``planners/`` folder (:func:`nnunet_pick._discovery.find_planner`), and runs it
+through nnU-Net's own ``plan_experiment_dataset``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "branch-wise backward) in the GPU memory target. Needs nnU-Net's fingerprint "
                     "(nnUNetv2_extract_fingerprint or nnUNetv2_plan_and_preprocess). Train with -p PLANS_NAME.")
     parser.add_argument("-d", nargs="+", type=int, required=True, help="dataset ids")
-    parser.add_argument("-pl", default="nnUNetPlannerPICK", choices=sorted(PLANNERS), help="planner")
+    parser.add_argument("-pl", default="nnUNetPlannerPICK",
+                        help=f"planner: one of {', '.join(sorted(PLANNERS))}, or your own subclass of one in a folder "
+                             f"listed in the environment variable nnUNet_extPlanner (default: %(default)s)")
     parser.add_argument("-gpu_memory_target", type=float, default=None,
                         help="GPU memory in GB (default: the planner's, 8 / 8 / 24 / 40 as nnU-Net's counterparts)")
     parser.add_argument("-overwrite_plans_name", default=None, help="plans name (default: the planner's)")
@@ -34,18 +38,23 @@ def main(argv: list[str] | None = None) -> int:
     from nnunetv2.paths import nnUNet_preprocessed
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
-    from nnunet_pick.planning import PLANNERS
+    from nnunet_pick._discovery import find_planner
 
+    try:
+        planner = find_planner(args.pl)
+    except LookupError as e:
+        print(f"nnUNetv2_pick_plan_experiment: error: -pl {args.pl}: {e}", file=sys.stderr)
+        return 2
     for dataset_id in args.d:
         try:
-            plans, plans_name = plan_experiment_dataset(dataset_id, PLANNERS[args.pl], args.gpu_memory_target,
+            plans, plans_name = plan_experiment_dataset(dataset_id, planner, args.gpu_memory_target,
                                                         overwrite_plans_name=args.overwrite_plans_name)
         except RuntimeError as e:
             print(f"nnUNetv2_pick_plan_experiment: error: dataset {dataset_id}: {e}", file=sys.stderr)
             return 1
         name = maybe_convert_to_dataset_name(dataset_id)
         folder = join(nnUNet_preprocessed, name)
-        stock_file = join(folder, PLANNERS[args.pl].nnunet_plans_identifier + ".json")
+        stock_file = join(folder, planner.nnunet_plans_identifier + ".json")
         stock = load_json(stock_file)["configurations"] if isfile(stock_file) else {}
         print(f"{name}: plans {plans_name} written to {join(folder, plans_name + '.json')}")
         to_preprocess = []

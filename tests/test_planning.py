@@ -129,7 +129,7 @@ USER_PLANNERS = textwrap.dedent("""
 """)
 
 
-def test_command_finds_and_uses_a_users_planner_from_nnUNet_extPlanner(hippocampus, nnunet_dirs, tmp_path):
+def test_command_finds_and_uses_a_users_planner_from_ext_planner_folder(hippocampus, nnunet_dirs, tmp_path):
     package = tmp_path / "my_planners"
     package.mkdir()
     (package / "__init__.py").write_text("", encoding="utf-8")

@@ -46,7 +46,7 @@ def cached_curve(checkpoint_file: str, iterations_per_epoch: int, cache_file: st
 
 
 def plot_learning_curves(curves: dict[str, list[dict]], class_names: Sequence[str], output_file: str,
-                         title: str = "") -> None:
+                         title: str = ""):
     """One PNG: a panel for the mean foreground Dice and one per class; per arm one colour, each repeat a thin
     line and the mean over repeats a thick one (over the epochs all repeats reached).
 
@@ -54,6 +54,9 @@ def plot_learning_curves(curves: dict[str, list[dict]], class_names: Sequence[st
         curves: arm label -> curves of its repeats (:func:`curve_from_checkpoint` dicts).
         class_names: foreground class names in label order (panel titles).
         output_file: PNG path.
+
+    Returns:
+        The matplotlib figure (already saved; close it with ``matplotlib.pyplot.close``).
     """
     import matplotlib
 
@@ -85,5 +88,5 @@ def plot_learning_curves(curves: dict[str, list[dict]], class_names: Sequence[st
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(output_file, dpi=110)
-    plt.close(fig)
+    return fig
 

@@ -308,7 +308,8 @@ def run_protocol(dataset: str, protocol_name: str, *, pick_trainers: list[str] |
     Args:
         dataset: dataset id or name in ``nnUNet_raw``.
         protocol_name: a key of :data:`PROTOCOLS` (ignored if ``protocol`` is given).
-        pick_trainers: the PICK arms (default ``["nnUNetTrainerPICK"]``); any trainer name nnU-Net finds works.
+        pick_trainers: the PICK arms (default ``["nnUNetTrainerPICK"]``; ``[]`` runs the three nnU-Net arms only);
+            any trainer name nnU-Net finds works.
         repeats: number of paired repeats (default: the protocol's).
         output: benchmark folder (default ``$nnUNet_results/pick_protocol_<protocol>``; its ``results`` subfolder is
             the nnU-Net results root of all arms).
@@ -327,7 +328,7 @@ def run_protocol(dataset: str, protocol_name: str, *, pick_trainers: list[str] |
         if protocol_name not in PROTOCOLS:
             raise ValueError(f"Unknown protocol {protocol_name!r}; choose from {sorted(PROTOCOLS)}")
         protocol = PROTOCOLS[protocol_name]
-    pick_trainers = pick_trainers or ["nnUNetTrainerPICK"]
+    pick_trainers = ["nnUNetTrainerPICK"] if pick_trainers is None else list(pick_trainers)
     repeats = repeats or protocol.repeats
     device = device or protocol.device
     dataset_name = maybe_convert_to_dataset_name(int(dataset) if str(dataset).isdigit() else dataset)
@@ -461,13 +462,15 @@ def report_protocol(dataset_name: str, derived: str, protocol: Protocol, protoco
             f"({iterations} iterations per run); final checkpoint only"),
             f"- seeds: repeat r uses {protocol.seed} + r (training seed and labeled-subset draw)",
             *[f"- repeat {r}: labeled {splits[r]['train']}" for r in range(repeats)],
-            f"- test cases ({len(splits[0]['val'])}): "
+            (f"- test cases ({len(splits[0]['val'])}): "
             f"{'given ids' if protocol.test_case_ids else 'the package file ' + protocol.test_cases_file}, validation "
-            f"cases of every fold, checked to be no arm's labeled, unlabeled or pseudo-labeled data",
+            f"cases of every fold, checked to be no arm's labeled, unlabeled or pseudo-labeled data"),
             f"- self-training: teacher = the labeled-only run of the repeat, student nnUNetTrainer in {derived}",
             f"- versions: {versions}"]
     text = write_protocol_report(scores, classes, meta, times, output)
     if curves:
-        plot_learning_curves(curves, classes, join(output, "learning_curves.png"),
-                             title=f"{protocol_name}: validation Dice during training ({dataset_name})")
+        import matplotlib.pyplot as plt
+
+        plt.close(plot_learning_curves(curves, classes, join(output, "learning_curves.png"),
+                                       title=f"{protocol_name}: validation Dice during training ({dataset_name})"))
     return text

@@ -1,0 +1,154 @@
+"""The accuracy protocol's pieces on fixed numbers: paired confidence intervals, gap closed, the report, the splits and
+their hygiene, and the learning-curve figure drawn from a fixed nnU-Net training log (a checkpoint's ``logging``)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from nnunet_pick.benchmark.curves import curve_from_checkpoint, plot_learning_curves
+from nnunet_pick.benchmark.protocol import (
+    FULLY_SUPERVISED,
+    LABELED_ONLY,
+    PROTOCOLS,
+    SELF_TRAINING,
+    check_splits_hygiene,
+    ensure_protocol_splits,
+    protocol_splits,
+    write_protocol_report,
+)
+from nnunet_pick.benchmark.statistics import gap_closed, paired_difference
+
+T_975_DF3 = 3.182446305284263  # Student's t quantile 0.975 with 3 degrees of freedom (tables)
+
+
+def test_paired_difference_is_the_mean_of_per_repeat_differences_with_a_t_interval():
+    arm = {0: 0.80, 1: 0.78, 2: 0.83, 3: 0.79}
+    base = {0: 0.75, 1: 0.74, 2: 0.76, 3: 0.74, 4: 0.99}  # repeat 4 has no partner: ignored
+    d = paired_difference(arm, base)
+    # differences 0.05, 0.04, 0.07, 0.05: mean 0.0525, sample sd sqrt(4.75e-4 / 3)
+    half = T_975_DF3 * math.sqrt(4.75e-4 / 3) / 2
+    assert d.n == 4
+    assert d.mean == pytest.approx(0.0525)
+    assert (d.low, d.high) == (pytest.approx(0.0525 - half), pytest.approx(0.0525 + half))
+    assert d.low == pytest.approx(0.03248, abs=1e-5)
+    # an unpaired comparison of the same numbers would not exclude 0 as clearly: pairing is what the protocol buys
+    assert d.low > 0
+    one = paired_difference({0: 0.8}, {0: 0.7})
+    assert one.mean == pytest.approx(0.1)
+    assert math.isnan(one.low)
+    assert one.n == 1
+    assert paired_difference({0: 0.8}, {1: 0.7}).n == 0
+
+
+def test_gap_closed():
+    assert gap_closed(0.80, 0.75, 0.85) == pytest.approx(0.5)
+    assert gap_closed(0.75, 0.75, 0.85) == 0.0
+    assert gap_closed(0.70, 0.75, 0.85) == pytest.approx(-0.5)
+    assert math.isnan(gap_closed(0.8, 0.75, 0.75))  # no gap to close
+
+
+def test_report_table_on_fixed_scores(tmp_path):
+    def s(mean, a, p):
+        return {"mean": mean, "Anterior": a, "Posterior": p}
+
+    scores = {
+        LABELED_ONLY: {0: s(0.75, 0.76, 0.74), 1: s(0.74, 0.75, 0.73), 2: s(0.76, 0.77, 0.75), 3: s(0.74, 0.74, 0.74)},
+        "nnUNetTrainerPICK": {0: s(0.80, 0.81, 0.79), 1: s(0.78, 0.80, 0.76), 2: s(0.83, 0.84, 0.82),
+                              3: s(0.79, 0.80, 0.78)},
+        SELF_TRAINING: {0: s(0.76, 0.77, 0.75), 1: s(0.76, 0.76, 0.76)},
+        FULLY_SUPERVISED: {r: s(0.85, 0.86, 0.84) for r in range(4)},
+    }
+    text = write_protocol_report(scores, ["Anterior", "Posterior"], ["# header"], {LABELED_ONLY: [100.0, 120.0]},
+                                 str(tmp_path))
+    lines = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    half = 100 * T_975_DF3 * math.sqrt(4.75e-4 / 3) / 2
+    pick = lines["nnUNetTrainerPICK"]
+    assert "| 4 | 80.0 ± 2.2 |" in pick  # mean and sample sd over repeats, in %
+    assert (5.25 - half, 5.25 + half) == (pytest.approx(3.248, abs=1e-3), pytest.approx(7.252, abs=1e-3))
+    assert "+5.3 [3.2, 7.3]" in pick  # 5.25 from floats is 5.2500000000000005
+    # gap closed: (80.0 - 74.75) / (85 - 74.75) = 51 %
+    assert "| 51 % |" in pick
+    assert lines[LABELED_ONLY].endswith("| 110 |")  # mean wall time of the timed repeats
+    assert "| 2 |" in lines[SELF_TRAINING]  # repeats present
+    assert "n/a" in lines[SELF_TRAINING]  # no timing recorded
+    csv = (tmp_path / "report.csv").read_text(encoding="utf-8").splitlines()
+    assert csv[0].startswith("arm,repeats,dice_mean_mean,dice_mean_sd")
+    assert (tmp_path / "report.md").read_text(encoding="utf-8").startswith("# header")
+
+
+def test_protocol_splits_are_paired_disjoint_from_the_test_cases_and_fixed_by_the_seed(tmp_path):
+    pool = [f"case_{i:03d}" for i in range(20)]
+    test = [f"test_{i}" for i in range(3)]
+    splits = protocol_splits(pool, test, num_labeled=4, repeats=3, seed=7)
+    assert len(splits) == 6
+    for r in range(3):
+        fold = splits[r]
+        assert fold["train"] == sorted(np.random.default_rng(7 + r).choice(sorted(pool), 4, replace=False).tolist())
+        assert sorted(fold["train"] + fold["unlabeled"]) == pool
+        assert fold["val"] == test
+        assert splits[3 + r] == {"train": pool, "val": test, "unlabeled": []}
+    assert len({tuple(splits[r]["train"]) for r in range(3)}) == 3  # a different labeled subset per repeat
+    assert protocol_splits(pool, test, 4, 3, 7) == splits
+    check_splits_hygiene(splits, test)
+    leaky = json.loads(json.dumps(splits))
+    leaky[1]["unlabeled"].append("test_2")
+    with pytest.raises(ValueError, match=r"fold 1 trains on test cases \['test_2'\]"):
+        check_splits_hygiene(leaky, test)
+    with pytest.raises(ValueError, match="test cases in the training pool"):
+        protocol_splits(pool + ["test_0"], test, 4, 3, 7)
+    # an existing, different splits_final.json is never overwritten
+    ensure_protocol_splits(str(tmp_path), splits)
+    ensure_protocol_splits(str(tmp_path), splits)  # the same one is accepted
+    with pytest.raises(ValueError, match="is not this protocol's split"):
+        ensure_protocol_splits(str(tmp_path), protocol_splits(pool, test, 4, 3, 8))
+    assert json.loads((tmp_path / "splits_final.json").read_text(encoding="utf-8")) == splits
+
+
+def test_hippocampus_protocol_fixes_40_test_cases():
+    protocol = PROTOCOLS["hippocampus-cpu"]
+    test = protocol.test_cases()
+    assert len(test) == len(set(test)) == 40
+    assert test == sorted(test)
+    assert all(c.startswith("hippocampus_") and c[12:].isdigit() for c in test)
+    assert protocol.schedule["num_epochs"] * protocol.schedule["num_iterations_per_epoch"] == 2000
+
+
+def _fake_checkpoint(path, dice_per_class):
+    """A checkpoint holding only what nnU-Net's logger keeps per epoch (``nnUNetLogger.my_fantastic_logging``)."""
+    torch.save({"logging": {"dice_per_class_or_region": dice_per_class,
+                            "mean_fg_dice": [float(np.mean(d)) for d in dice_per_class]}}, path)
+
+
+def test_learning_curve_figure_from_a_fixed_training_log(tmp_path):
+    runs = {"labeled-only": [[[0.1, 0.0], [0.5, 0.3], [0.7, 0.6]], [[0.2, 0.1], [0.6, 0.4], [0.7, 0.7]]],
+            "nnUNetTrainerPICK": [[[0.1, 0.1], [0.6, 0.5], [0.8, 0.7]]]}
+    curves = {}
+    for arm, logs in runs.items():
+        for k, log in enumerate(logs):
+            _fake_checkpoint(tmp_path / f"{arm}{k}.pth", log)
+            curves.setdefault(arm, []).append(curve_from_checkpoint(str(tmp_path / f"{arm}{k}.pth"), 50))
+    assert curves["labeled-only"][0]["iterations"] == [50, 100, 150]
+    assert curves["labeled-only"][1]["mean"] == pytest.approx([0.15, 0.5, 0.7])
+    out = tmp_path / "curves.png"
+    fig = plot_learning_curves(curves, ["Anterior", "Posterior"], str(out))
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    mean_panel, anterior, posterior = fig.axes
+    assert [a.get_title() for a in fig.axes] == ["mean foreground", "Anterior", "Posterior"]
+    thick = [line for line in mean_panel.lines if line.get_linewidth() > 2]
+    thin = [line for line in mean_panel.lines if line.get_linewidth() < 1]
+    assert len(thin) == 3
+    assert len(thick) == 2
+    assert [t.get_text() for t in mean_panel.get_legend().get_texts()] == ["labeled-only (n=2)",
+                                                                           "nnUNetTrainerPICK (n=1)"]
+    np.testing.assert_allclose(thick[0].get_ydata(), [100 * 0.1, 100 * 0.45, 100 * 0.675])  # mean of two repeats
+    np.testing.assert_allclose([line.get_ydata() for line in posterior.lines if line.get_linewidth() > 2][1],
+                               [10, 50, 70])
+    assert thick[0].get_color() != thick[1].get_color()
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

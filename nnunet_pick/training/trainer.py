@@ -40,6 +40,7 @@ from nnunet_pick.augmentation import cutmix, cutmix_box, fourier_amplitude_mix
 from nnunet_pick.losses import auxiliary_target, masked_l1_loss, paste_reconstruction
 from nnunet_pick.masking import MASKING_STRATEGIES, apply_mask, compute_mask, pseudo_label
 from nnunet_pick.network import PICKNetwork
+from nnunet_pick.training import pretrained as _pretrained
 from nnunet_pick.training.mim_figure import save_mim_figure
 from nnunet_pick.training.progress import PICK_CURVES, PICKLocalLogger
 from nnunet_pick.unlabeled.dataset import nnUNetDatasetUnlabeled
@@ -53,6 +54,9 @@ from nnunet_pick.unlabeled.pool import (
 )
 from nnunet_pick.unlabeled.preprocess import preprocess_unlabeled
 from nnunet_pick.unlabeled.transforms import OutsideMaskFromZeroImageTransform
+
+# nnUNetv2_train -pretrained_weights <plain nnU-Net checkpoint> must load into the PICK network (see the module)
+_pretrained.install()
 
 
 def _nanmean(values) -> float:

@@ -86,6 +86,14 @@ declare_variant("nnUNetTrainerPICK_CutMix", "PICK with CutMix on every labeled b
 declare_variant("nnUNetTrainerPICK_Fourier", "PICK with Fourier amplitude mixing of all batches, eta = 1 (M&Ms, "
                 "Sec. 4.3.5).", fourier_mix_eta=1.0)
 
+# fine-tuning an existing nnU-Net model (nnUNetv2_train ... -pretrained_weights CHECKPOINT, see
+# nnunet_pick.training.pretrained): the encoder and primary decoder are trained already, so no labeled-only warm-up
+# and a tenth of nnU-Net's initial learning rate, over a quarter of nnU-Net's epochs. Not yet measured with the
+# accuracy protocol.
+declare_variant("nnUNetTrainerPICK_finetune", "PICK fine-tuning from a trained nnU-Net model: no warm-up, initial "
+                "learning rate 1e-3, 250 epochs (use with -pretrained_weights).",
+                num_warmup_epochs=0, initial_lr=1e-3, num_epochs=250)
+
 # the embedded demo's CPU schedule (nnUNetv2_pick_demo, see nnunet_pick.demo for why the warm-up is 60 %)
 declare_variant("nnUNetTrainerPICK_demo", "nnUNetTrainerPICK on the demo's short CPU schedule.",
                 num_epochs=18, num_iterations_per_epoch=25, num_val_iterations_per_epoch=5, num_warmup_epochs=12,

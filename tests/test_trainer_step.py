@@ -318,3 +318,96 @@ def test_patches_smaller_than_the_image_keep_losses_finite(hippocampus, monkeypa
     out = t.train_step(batch)
     assert all(math.isfinite(float(out[k])) for k in ("loss", *PICK_CURVES)), out
     assert 0 < out["masked_fraction_unlabeled"] < 1
+
+
+# ---------------------------------------------------------------- schedule of the unlabeled phase, start-up masking
+def test_unlabeled_start_criterion_and_ramp_on_fixed_numbers():
+    from nnunet_pick.training.schedule import sigmoid_rampup, unlabeled_start_epoch
+
+    history = [[0.30, 0.0], [0.50, 0.10], [0.60, 0.55], [0.7, float("nan")]]
+    assert unlabeled_start_epoch(history, min_epochs=0, min_dice=0.0) == 2  # epoch 1 predicted both classes
+    assert unlabeled_start_epoch(history, min_epochs=0, min_dice=0.5) == 3
+    assert unlabeled_start_epoch(history, min_epochs=5, min_dice=0.0) == 5
+    assert unlabeled_start_epoch(history[:1], min_epochs=0, min_dice=0.0) is None
+    assert unlabeled_start_epoch([[0.9, float("nan")]], min_epochs=0, min_dice=0.0) is None
+    assert sigmoid_rampup(0, 10) == pytest.approx(math.exp(-5))
+    assert sigmoid_rampup(5, 10) == pytest.approx(math.exp(-1.25))
+    assert sigmoid_rampup(10, 10) == sigmoid_rampup(30, 10) == 1.0
+    assert sigmoid_rampup(-1, 10) == 0.0
+    assert sigmoid_rampup(0, 0) == 1.0
+
+
+def test_unlabeled_phase_starts_only_once_every_class_is_predicted(trainer, monkeypatch):
+    """nnUNetTrainerPICK_startAllClasses's settings on the real trainer: warm-up steps (no unlabeled terms) until
+    nnU-Net's logged validation Dice is positive for both classes, unlabeled terms from the next epoch on."""
+    from nnunet_pick.training.variants import TRAINERS
+
+    t = trainer
+    for k, v in TRAINERS["nnUNetTrainerPICK_startAllClasses"].pick_settings.items():
+        monkeypatch.setattr(t, k, v)
+    dice = t.logger.local_logger.my_fantastic_logging["dice_per_class_or_region"]
+    monkeypatch.setattr(t, "_optimizer_step", lambda: True)
+    saved = list(dice)
+    try:
+        dice[:] = [[0.4, 0.0]]  # epoch 0: the posterior class not predicted
+        t.current_epoch = 1
+        assert t.unlabeled_phase_start() is None
+        assert t.is_warmup_epoch()
+        out = t.train_step(next(t.dataloader_train))
+        assert math.isnan(out["train_loss_aux_unlabeled"])
+        assert out["warmup"] == 1
+        dice.append([0.5, 0.02])  # epoch 1's validation predicted both
+        assert t.unlabeled_phase_start() == 2
+        assert t.is_warmup_epoch(1)
+        assert not t.is_warmup_epoch(2)
+        t.current_epoch = 2
+        out = t.train_step(next(t.dataloader_train))
+        assert np.isfinite(out["train_loss_aux_unlabeled"])
+        assert out["warmup"] == 0
+    finally:
+        dice[:] = saved
+        t.optimizer.zero_grad(set_to_none=True)
+
+
+def test_rampup_scales_the_unlabeled_gradient_and_the_logged_total(trainer, monkeypatch):
+    t = trainer
+    monkeypatch.setattr(t, "unlabeled_rampup_fraction", 0.5)  # 2 of the fixture's 4 epochs
+    start = t.num_warmup_epochs
+    unlabeled = next(t.dataloader_unlabeled)["data"]
+    aux = list(t._unwrapped_network().aux_decoder.seg_layers[-1].parameters())
+
+    def aux_gradient(epoch):
+        t.current_epoch = epoch
+        t.optimizer.zero_grad(set_to_none=True)
+        t._unlabeled_branches(unlabeled)
+        return [p.grad.clone() for p in aux]
+
+    full, first = aux_gradient(start + 2), aux_gradient(start)
+    w = math.exp(-5)
+    assert t.unlabeled_weight(start) == pytest.approx(w)
+    assert t.unlabeled_weight(start + 2) == 1.0
+    for g_full, g_first in zip(full, first, strict=True):
+        torch.testing.assert_close(g_first, w * g_full, rtol=1e-4, atol=1e-9)
+    t.current_epoch = start
+    monkeypatch.setattr(t, "_optimizer_step", lambda: True)
+    monkeypatch.setattr(t, "dataloader_unlabeled", Repeat({"data": unlabeled}))
+    out = t.train_step(next(t.dataloader_train))
+    expected = out["train_loss_seg"] + out["train_loss_mim_labeled"] + out["train_loss_aux_labeled"] \
+        + w * (out["train_loss_mim_unlabeled"] + out["train_loss_aux_unlabeled"])
+    assert float(out["loss"]) == pytest.approx(float(expected), rel=1e-6)
+    t.optimizer.zero_grad(set_to_none=True)
+
+
+def test_startup_blocks_replace_only_masks_that_are_too_small(trainer):
+    from nnunet_pick.masking import RANDOM_MASK_RATIO, attentive_mask, with_startup_blocks
+
+    batch = next(trainer.dataloader_train)
+    labels = batch["target"][0].long()  # real Hippocampus labels as a perfect pseudo-label
+    masked = attentive_mask(labels, has_regions=False)
+    masked[0] = False  # an empty prediction
+    fractions = masked.flatten(1).float().mean(1)
+    assert fractions[1:].min() > 0.01
+    out = with_startup_blocks(masked, 0.01, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out[1:], masked[1:])  # large enough: the attentive mask stays
+    assert float(out[0].float().mean()) == pytest.approx(RANDOM_MASK_RATIO, abs=0.1)  # 60 % of 16-pixel tiles
+    assert with_startup_blocks(masked, 0.0) is masked

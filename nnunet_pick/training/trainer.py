@@ -38,11 +38,12 @@ from torch._dynamo import OptimizedModule
 
 from nnunet_pick.augmentation import cutmix, cutmix_box, fourier_amplitude_mix
 from nnunet_pick.losses import auxiliary_target, masked_l1_loss, paste_reconstruction
-from nnunet_pick.masking import MASKING_STRATEGIES, apply_mask, compute_mask, pseudo_label
+from nnunet_pick.masking import MASKING_STRATEGIES, apply_mask, compute_mask, pseudo_label, with_startup_blocks
 from nnunet_pick.network import PICKNetwork
 from nnunet_pick.training import pretrained as _pretrained
 from nnunet_pick.training.mim_figure import save_mim_figure
 from nnunet_pick.training.progress import PICK_CURVES, PICKLocalLogger
+from nnunet_pick.training.schedule import sigmoid_rampup, unlabeled_start_epoch
 from nnunet_pick.unlabeled.dataset import nnUNetDatasetUnlabeled
 from nnunet_pick.unlabeled.pool import (
     complete_case_folders,
@@ -109,6 +110,12 @@ class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
         self.train_aux_decoder = True
         self.cutmix_probability = 0.0
         self.fourier_mix_eta = 0.0
+        # opt-in schedule of the unlabeled phase and start-up masking (nnunet_pick.training.schedule, masking.py);
+        # off in PICK itself
+        self.unlabeled_start_min_dice: float | None = None
+        self.unlabeled_rampup_fraction = 0.0
+        self.startup_masking_min_fraction = 0.0
+        self._branch_weight = 1.0  # weight of the branch being back-propagated (the unlabeled ramp)
         # a step whose loss or gradient is not finite is skipped; this many in a row stop training
         self.max_nonfinite_steps_in_a_row = 5
         self._nonfinite_in_a_row = 0
@@ -133,7 +140,25 @@ class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
 
     def is_warmup_epoch(self, epoch: int | None = None) -> bool:
         """True if ``epoch`` (default: the current one) uses labeled data only. Same on every DDP rank."""
-        return (self.current_epoch if epoch is None else epoch) < self.num_warmup_epochs
+        start = self.unlabeled_phase_start()
+        return start is None or (self.current_epoch if epoch is None else epoch) < start
+
+    def unlabeled_phase_start(self) -> int | None:
+        """First epoch with unlabeled data: ``num_warmup_epochs``, or with ``unlabeled_start_min_dice`` set the
+        epoch after nnU-Net's validation Dice first exceeded it for every class (at least ``num_warmup_epochs``;
+        None until then; :func:`nnunet_pick.training.schedule.unlabeled_start_epoch`)."""
+        if self.unlabeled_start_min_dice is None:
+            return self.num_warmup_epochs
+        return unlabeled_start_epoch(self.logger.local_logger.my_fantastic_logging["dice_per_class_or_region"],
+                                     min_epochs=self.num_warmup_epochs, min_dice=self.unlabeled_start_min_dice)
+
+    def unlabeled_weight(self, epoch: int | None = None) -> float:
+        """Weight of the unlabeled terms in ``epoch`` (default: the current one): the sigmoid ramp over
+        ``unlabeled_rampup_fraction`` of ``num_epochs`` after the phase start, 1 without a ramp, 0 in warm-up."""
+        epoch = self.current_epoch if epoch is None else epoch
+        start = self.unlabeled_phase_start()
+        ramp = int(round(self.unlabeled_rampup_fraction * self.num_epochs))
+        return 0.0 if start is None else sigmoid_rampup(epoch - start, ramp)
 
     # ------------------------------------------------------------------ network and losses
     @staticmethod
@@ -298,7 +323,9 @@ class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
         self.print_to_log_file(
             f"PICK settings: lambda_mim={self.lambda_mim}, num_warmup_epochs={self.num_warmup_epochs} of "
             f"{self.num_epochs}, unlabeled_batch_size={self.unlabeled_batch_size} (labeled {self.batch_size} per "
-            f"GPU), masking={self.masking!r}")
+            f"GPU), masking={self.masking!r}, unlabeled_start_min_dice={self.unlabeled_start_min_dice}, "
+            f"unlabeled_rampup_fraction={self.unlabeled_rampup_fraction}, "
+            f"startup_masking_min_fraction={self.startup_masking_min_fraction}")
 
     def on_train_end(self) -> None:
         if self.dataloader_unlabeled is not None and self.local_rank == 0:
@@ -408,12 +435,12 @@ class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
     def _loss_weights(self, warmup: bool) -> dict[str, float]:
         """Weight of each logged term in L (PICK Eqs. 10-12); terms of disabled branches are left out."""
         weights = {"train_loss_seg": 1.0}
-        parts = ("labeled",) if warmup else ("labeled", "unlabeled")
-        for part in parts:
+        parts = {"labeled": 1.0} if warmup else {"labeled": 1.0, "unlabeled": self.unlabeled_weight()}
+        for part, w in parts.items():
             if self.train_mim_decoder:
-                weights[f"train_loss_mim_{part}"] = self.lambda_mim
+                weights[f"train_loss_mim_{part}"] = w * self.lambda_mim
             if self.train_aux_decoder:
-                weights[f"train_loss_aux_{part}"] = 1.0
+                weights[f"train_loss_aux_{part}"] = w
         return weights
 
     def _mix_labeled_batch(self, data: torch.Tensor, target):
@@ -434,7 +461,8 @@ class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
         """(pseudo-label, masked) from primary logits (PICK Eq. 5 and the configured masking strategy)."""
         has_regions = self.label_manager.has_regions
         pseudo = pseudo_label(logits, has_regions=has_regions)
-        return pseudo, compute_mask(self.masking, pseudo, has_regions=has_regions)
+        masked = compute_mask(self.masking, pseudo, has_regions=has_regions)
+        return pseudo, with_startup_blocks(masked, self.startup_masking_min_fraction)
 
     def _mim_branch(self, image: torch.Tensor, masked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Masked image -> MIM decoder -> masked L1 (PICK Eqs. 6-8); back-propagates λ·L_mim.
@@ -452,7 +480,7 @@ class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
             loss = masked_l1_loss(reconstruction, image, masked, masked_voxels=count) * dist.get_world_size()
         else:
             loss = masked_l1_loss(reconstruction, image, masked)
-        self._backward(self.lambda_mim * loss)
+        self._backward(self._branch_weight * self.lambda_mim * loss)
         return loss.detach(), reconstruction.detach()
 
     def _aux_branch(self, image: torch.Tensor, reconstruction: torch.Tensor, masked: torch.Tensor,
@@ -461,7 +489,7 @@ class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
         with self._autocast():
             logits = self._forward(paste_reconstruction(image, reconstruction, masked), branch="aux")
             loss = self.aux_loss(logits, target)
-        self._backward(loss)
+        self._backward(self._branch_weight * loss)
         return loss.detach()
 
     def _labeled_branches(self, data: torch.Tensor, target) -> dict[str, torch.Tensor]:
@@ -509,7 +537,11 @@ class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
         del output, logits
         target = auxiliary_target(pseudo, has_regions=self.label_manager.has_regions,
                                   has_ignore_label=self.label_manager.has_ignore_label)
-        loss_mim, loss_aux = self._mim_and_aux_branches(data, masked, target)
+        self._branch_weight = self.unlabeled_weight()
+        try:
+            loss_mim, loss_aux = self._mim_and_aux_branches(data, masked, target)
+        finally:
+            self._branch_weight = 1.0
         return {"train_loss_mim_unlabeled": loss_mim, "train_loss_aux_unlabeled": loss_aux,
                 "masked_fraction_unlabeled": masked.float().mean()}
 

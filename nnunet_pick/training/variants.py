@@ -86,6 +86,20 @@ declare_variant("nnUNetTrainerPICK_CutMix", "PICK with CutMix on every labeled b
 declare_variant("nnUNetTrainerPICK_Fourier", "PICK with Fourier amplitude mixing of all batches, eta = 1 (M&Ms, "
                 "Sec. 4.3.5).", fourier_mix_eta=1.0)
 
+# the schedule of the unlabeled phase and start-up masking (nnunet_pick.training.schedule, masking.with_startup_blocks):
+# hypotheses for the gain measured too small on Hippocampus (at the end of the fixed warm-up no run predicted the
+# posterior class; labeled masks were empty in the first epochs). Not yet measured with the accuracy protocol.
+declare_variant("nnUNetTrainerPICK_startAllClasses", "PICK whose unlabeled phase starts after the first epoch in "
+                "which nnU-Net's validation predicted every class (Dice > 0), with no minimum warm-up.",
+                unlabeled_start_min_dice=0.0, num_warmup_epochs=0)
+declare_variant("nnUNetTrainerPICK_startDice0p5", "PICK whose unlabeled phase starts after the first epoch with "
+                "validation Dice > 0.5 for every class, with no minimum warm-up.",
+                unlabeled_start_min_dice=0.5, num_warmup_epochs=0)
+declare_variant("nnUNetTrainerPICK_rampup", "PICK with the unlabeled terms ramped up by the sigmoid ramp over 25 % "
+                "of the epochs after the warm-up.", unlabeled_rampup_fraction=0.25)
+declare_variant("nnUNetTrainerPICK_startupBlocks", "PICK masking random blocks (60 % of 16-voxel tiles) in samples "
+                "whose predicted foreground covers under 1 % of the patch.", startup_masking_min_fraction=0.01)
+
 # fine-tuning an existing nnU-Net model (nnUNetv2_train ... -pretrained_weights CHECKPOINT, see
 # nnunet_pick.training.pretrained): the encoder and primary decoder are trained already, so no labeled-only warm-up
 # and a tenth of nnU-Net's initial learning rate, over a quarter of nnU-Net's epochs. Not yet measured with the

@@ -38,6 +38,7 @@ from nnunet_pick.benchmark.curves import cached_curve, plot_learning_curves
 from nnunet_pick.benchmark.statistics import gap_closed, paired_difference
 from nnunet_pick.console import print_text
 from nnunet_pick.fold_runs import fold_state, model_folder, train_fold
+from nnunet_pick.self_training import read_json, write_json_atomic
 
 LABELED_ONLY = "labeled-only"
 FULLY_SUPERVISED = "fully supervised"
@@ -95,18 +96,6 @@ def _log(message: str) -> None:
     print_text(f"[protocol {time.strftime('%H:%M:%S')}] {message}")
 
 
-def _read_json(path: str):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def _write_json(obj, path: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
-
-
 def protocol_splits(pool: list[str], test: list[str], num_labeled: int, repeats: int, seed: int) -> list[dict]:
     """Folds ``0..R-1``: labeled subset of repeat r (``default_rng(seed + r)``), the rest of the pool unlabeled, the
     test cases as validation; folds ``R..2R-1``: the whole pool labeled.
@@ -153,12 +142,12 @@ def ensure_protocol_plans(dataset_name: str, protocol: Protocol, env: dict, log:
 
     folder = join(str(nnUNet_preprocessed), dataset_name)
     base = join(folder, "nnUNetPlans.json")
-    if not isfile(base) or not isdir(join(folder, _read_json(base)["configurations"][protocol.base_configuration]
+    if not isfile(base) or not isdir(join(folder, read_json(base)["configurations"][protocol.base_configuration]
                                           ["data_identifier"])):
         _log(f"planning and preprocessing {dataset_name} ({protocol.base_configuration}) with nnU-Net")
         run_logged([installed_command("nnUNetv2_plan_and_preprocess"), "-d", dataset_name[7:10], "-c",
                     protocol.base_configuration, "-np", "2"], env, log)
-    plans = _read_json(base)
+    plans = read_json(base)
     config = plans["configurations"][protocol.base_configuration]
     shrunk = []
     for key, value in protocol.plans_changes.items():
@@ -167,9 +156,9 @@ def ensure_protocol_plans(dataset_name: str, protocol: Protocol, env: dict, log:
         where[key] = value
     plans["plans_name"] = protocol.plans
     target = join(folder, protocol.plans + ".json")
-    if isfile(target) and _read_json(target) != plans:
+    if isfile(target) and read_json(target) != plans:
         raise ValueError(f"{target} exists and differs from the protocol's plans; move it away to rerun.")
-    _write_json(plans, target)
+    write_json_atomic(plans, target)
     _log(f"plans {protocol.plans} = nnUNetPlans {protocol.base_configuration} with " + "; ".join(shrunk))
     return folder
 
@@ -182,11 +171,11 @@ def ensure_protocol_splits(preprocessed: str, splits: list[dict]) -> None:
     """
     path = join(preprocessed, "splits_final.json")
     if isfile(path):
-        if _read_json(path) != splits:
+        if read_json(path) != splits:
             raise ValueError(f"{path} exists and is not this protocol's split. Use an empty nnUNet_preprocessed "
                              f"(or move the file away): the protocol fixes the folds.")
         return
-    _write_json(splits, path)
+    write_json_atomic(splits, path)
 
 
 @dataclass
@@ -224,7 +213,7 @@ def run_scores(fold_folder: str, gt_folder: str, dataset_json: dict) -> dict[str
     if not isfile(join(validation, "summary.json")):
         return None
     cached = join(validation, "summary_pick.json")
-    summary = _read_json(cached) if isfile(cached) else evaluate_folder(gt_folder, validation, dataset_json, cached)
+    summary = read_json(cached) if isfile(cached) else evaluate_folder(gt_folder, validation, dataset_json, cached)
     names = {str(v): k for k, v in dataset_json["labels"].items() if isinstance(v, int)}
     scores = {names.get(label, label): values["Dice"] for label, values in summary["mean"].items()}
     scores["mean"] = summary["foreground_mean"]["Dice"]
@@ -361,7 +350,7 @@ def _run(dataset_name: str, protocol: Protocol, protocol_name: str, pick_trainer
          f"{'on' if protocol.pseudo_label_tta else 'off (nnU-Net default: on)'}")
 
     raw = join(str(nnUNet_raw), dataset_name)
-    dataset_json = _read_json(join(raw, "dataset.json"))
+    dataset_json = read_json(join(raw, "dataset.json"))
     test = protocol.test_cases()
     cases = sorted(training_images(raw, dataset_json))
     missing = sorted(set(test) - set(cases))
@@ -384,7 +373,7 @@ def _run(dataset_name: str, protocol: Protocol, protocol_name: str, pick_trainer
 
     configuration = protocol.base_configuration
     times_file = join(output, "runs.json")
-    timings = _read_json(times_file) if isfile(times_file) else {}
+    timings = read_json(times_file) if isfile(times_file) else {}
 
     def train(dataset_for_run: str, fold: int, trainer: str) -> None:
         repeat = fold % repeats
@@ -399,7 +388,7 @@ def _run(dataset_name: str, protocol: Protocol, protocol_name: str, pick_trainer
                    seed=protocol.seed + repeat, settings=protocol.schedule)
         key = f"{dataset_for_run}/{trainer}/fold_{fold}"
         timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
-        _write_json(timings, times_file)
+        write_json_atomic(timings, times_file)
         _log(f"{dataset_for_run} fold {fold} {trainer}: finished in {time.perf_counter() - t0:.0f} s")
 
     teacher = Teacher("nnUNetTrainer", protocol.plans, configuration)
@@ -418,7 +407,7 @@ def _run(dataset_name: str, protocol: Protocol, protocol_name: str, pick_trainer
                               device=device, use_mirroring=protocol.pseudo_label_tta, forbidden_cases=set(test),
                               num_processes=2)
             timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
-            _write_json(timings, times_file)
+            write_json_atomic(timings, times_file)
         else:
             train(run.dataset, run.fold, run.trainer)
     _log(f"all runs finished ({time.perf_counter() - start:.0f} s in this call); evaluating")
@@ -432,10 +421,10 @@ def report_protocol(dataset_name: str, derived: str, protocol: Protocol, protoco
 
     results = join(output, "results")
     preprocessed = join(str(nnUNet_preprocessed), dataset_name)
-    dataset_json = _read_json(join(preprocessed, "dataset.json"))
+    dataset_json = read_json(join(preprocessed, "dataset.json"))
     gt = join(preprocessed, "gt_segmentations")
     classes = [k for k, v in dataset_json["labels"].items() if isinstance(v, int) and v > 0]
-    timings = _read_json(join(output, "runs.json")) if isfile(join(output, "runs.json")) else {}
+    timings = read_json(join(output, "runs.json")) if isfile(join(output, "runs.json")) else {}
     scores: dict[str, dict[int, dict]] = {}
     curves: dict[str, list[dict]] = {}
     times: dict[str, list[float]] = {}

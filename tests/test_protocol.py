@@ -75,6 +75,8 @@ def test_report_table_on_fixed_scores(tmp_path):
     assert "| 51 % |" in pick
     assert lines[LABELED_ONLY].endswith("| 110 |")  # mean wall time of the timed repeats
     assert "| 2 |" in lines[SELF_TRAINING]  # repeats present
+    # gap closed over the repeats all three arms have (0 and 1): (76.0 - 74.5) / (85 - 74.5) = 14 %
+    assert "| 14 % |" in lines[SELF_TRAINING]
     assert "n/a" in lines[SELF_TRAINING]  # no timing recorded
     csv = (tmp_path / "report.csv").read_text(encoding="utf-8").splitlines()
     assert csv[0].startswith("arm,repeats,dice_mean_mean,dice_mean_sd")

@@ -262,9 +262,10 @@ def write_protocol_report(scores: dict[str, dict[int, dict[str, float]]], classe
             d = paired_difference({r: s[k] for r, s in per_repeat.items()}, {r: s[k] for r, s in base.items()})
             cells.append(f"{'+' if d.mean >= 0 else ''}{_fmt(d.mean)} [{_fmt(d.low)}, {_fmt(d.high)}]")
             csv_row |= {f"diff_{k}": d.mean, f"diff_{k}_ci_low": d.low, f"diff_{k}_ci_high": d.high, "paired_n": d.n}
-        means = {a: np.mean([s["mean"] for s in v.values()]) if v else math.nan for a, v in
-                 (("arm", per_repeat), ("base", base), ("full", full))}
-        g = gap_closed(means["arm"], means["base"], means["full"])
+        # over the repeats all three arms have, so that the ratio compares like with like
+        common = sorted(set(per_repeat) & set(base) & set(full))
+        g = gap_closed(*[float(np.mean([a[r]["mean"] for r in common])) if common else math.nan
+                         for a in (per_repeat, base, full)])
         cells.append("" if arm in (LABELED_ONLY, FULLY_SUPERVISED) else f"{_fmt(g, 100, 0)} %")
         t = times.get(arm, [])
         cells.append(f"{np.mean(t):.0f}" if t else "n/a")
@@ -276,8 +277,9 @@ def write_protocol_report(scores: dict[str, dict[int, dict[str, float]]], classe
                       "sliding-window validation on the test cases (checkpoint_final). diff: mean of the per-repeat "
                       "differences to the labeled-only arm (same labeled subset and seed), with Student's t 95 % "
                       "confidence interval. gap closed: (arm - labeled-only) / (fully supervised - labeled-only) of "
-                      "the mean Dice. Wall time: one repeat of the arm on this machine (self-training: teacher "
-                      "prediction, preprocessing and student; its teacher is the labeled-only run).")])
+                      "the mean Dice over the repeats all three have. Wall time: one repeat of the arm on this "
+                      "machine (self-training: teacher prediction, preprocessing and student; its teacher is the "
+                      "labeled-only run).")])
     with open(join(output, "report.md"), "w", encoding="utf-8") as f:
         f.write(text + "\n")
     fieldnames = list(dict.fromkeys(k for row in rows for k in row))

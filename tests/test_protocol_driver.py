@@ -82,8 +82,9 @@ def test_protocol_resumes_after_a_kill_and_reports(protocol_dataset, nnunet_dirs
     assert f"{DATASET} fold 0 nnUNetTrainer: train" not in second.stdout  # not retrained
     assert lo_checkpoint.stat().st_mtime == lo_mtime
     timings = json.loads((out / "runs.json").read_text(encoding="utf-8"))
+    derived = next(nnunet_dirs["nnUNet_raw"].glob("Dataset*_PICKProtocolTest_selftraining_from_*"))
     assert set(timings) == {labeled_only_key, f"{DATASET}/nnUNetTrainerPICK/fold_0", "self-training/fold_0",
-                            f"{DATASET}/nnUNetTrainer/fold_1"}
+                            f"{derived.name}/nnUNetTrainer/fold_0", f"{DATASET}/nnUNetTrainer/fold_1"}
     report = (out / "report.md").read_text(encoding="utf-8")
     rows = [line.split(" | ")[0].lstrip("| ") for line in report.splitlines() if line.startswith("| ")]
     assert rows[1:] == ["labeled-only", "nnUNetTrainerPICK", "self-training", "fully supervised"]
@@ -94,7 +95,6 @@ def test_protocol_resumes_after_a_kill_and_reports(protocol_dataset, nnunet_dirs
     splits = json.loads((nnunet_dirs["nnUNet_preprocessed"] / DATASET / "splits_final.json").read_text(
         encoding="utf-8"))
     assert [s["val"] for s in splits] == [sorted(TEST_CASES)] * 2
-    derived = next(nnunet_dirs["nnUNet_raw"].glob("Dataset*_PICKProtocolTest_selftraining_from_*"))
     record = json.loads((derived / "pick_self_training.json").read_text(encoding="utf-8"))
     assert not set(record["folds"]["0"]["pseudo_labeled"].values()) & set(TEST_CASES)
     assert sorted(record["folds"]["0"]["pseudo_labeled"].values()) == splits[0]["unlabeled"]

@@ -399,15 +399,17 @@ def test_rampup_scales_the_unlabeled_gradient_and_the_logged_total(trainer, monk
 
 
 def test_startup_blocks_replace_only_masks_that_are_too_small(trainer):
-    from nnunet_pick.masking import RANDOM_MASK_RATIO, attentive_mask, with_startup_blocks
+    from nnunet_pick.masking import attentive_mask, with_startup_blocks
 
     batch = next(trainer.dataloader_train)
     labels = batch["target"][0].long()  # real Hippocampus labels as a perfect pseudo-label
     masked = attentive_mask(labels, has_regions=False)
     masked[0] = False  # an empty prediction
-    fractions = masked.flatten(1).float().mean(1)
-    assert fractions[1:].min() > 0.01
+    small = masked.flatten(1).float().mean(1) < 0.01
+    assert small[0]
+    assert (~small).any()  # nnU-Net's foreground oversampling puts hippocampus into some patches
     out = with_startup_blocks(masked, 0.01, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(out[1:], masked[1:])  # large enough: the attentive mask stays
-    assert float(out[0].float().mean()) == pytest.approx(RANDOM_MASK_RATIO, abs=0.1)  # 60 % of 16-pixel tiles
+    assert torch.equal(out[~small], masked[~small])  # large enough: the attentive mask stays
+    for i in torch.nonzero(small).flatten().tolist():
+        assert 0.3 < float(out[i].float().mean()) < 0.9  # 60 % of the 16-pixel tiles (edge tiles are smaller)
     assert with_startup_blocks(masked, 0.0) is masked

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     from nnunetv2.paths import nnUNet_results
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
-    from nnunet_pick.fold_runs import model_folder, train_fold
+    from nnunet_pick.fold_runs import fold_state, model_folder, train_fold
     from nnunet_pick.self_training import Teacher, run_self_training
 
     try:
@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
 
         def train(dataset: str, fold: int, trainer: str) -> None:
             folder = join(model_folder(str(nnUNet_results), dataset, trainer, args.p, args.c), f"fold_{fold}")
+            if fold_state(folder) == "done":
+                return
             print_text(f"[self-training] nnUNetv2_train {dataset} {args.c} {fold} -tr {trainer} -p {args.p} "
                        f"(log: {log}; nnU-Net's own log in {folder})")
             train_fold(dataset, args.c, fold, trainer, args.p, fold_folder=folder, env=env, log=log,

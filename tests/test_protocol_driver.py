@@ -64,7 +64,8 @@ def test_protocol_resumes_after_a_kill_and_reports(protocol_dataset, nnunet_dirs
         while not pick_log.is_file() and proc.poll() is None and time.time() < deadline:
             time.sleep(0.5)
         time.sleep(3)  # PICK is starting up or training
-        os.killpg(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     first = (tmp_path / "first.log").read_text(encoding="utf-8")
     assert pick_log.is_file(), first[-3000:]

@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "nnUNetTrainerPICK), self-training and fully supervised arms; paired repeats; report with "
                              "confidence intervals, gap closed and learning curves); --repeats and -o apply, the "
                              "other options are the protocol's. " + "; ".join(
-                                 f"{k}: {v.description}" for k, v in PROTOCOLS.items()))
+                                 f"{k}: {v.description}" for k, v in PROTOCOLS.items()).replace("%", "%%"))
     return parser
 
 

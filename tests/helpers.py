@@ -25,6 +25,10 @@ UNLABELED_RAW = ALL_IDS[10:16]
 TEST = ALL_IDS[16:18]
 FOLD0 = {"train": LABELED[:4], "val": LABELED[4:6], "unlabeled": LABELED[6:10]}
 FOLD1_INVALID = {"train": LABELED[:4], "val": LABELED[4:6], "unlabeled": LABELED[5:9]}
+# the short PICK training of the session fixture ``trained`` (conftest.py), shared by several test files
+E2E_TRAINER = "nnUNetTrainerPICK_e2eTest"
+E2E_CONFIGURATION = "2d_e2e"
+E2E_EPOCHS, E2E_ITERATIONS, E2E_WARMUP = 3, 4, 1
 
 
 def command(name: str) -> str:

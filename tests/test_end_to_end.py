@@ -11,66 +11,23 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk  # noqa: N813 (the library's usual alias)
 import torch
-from helpers import DATASET_ID, DATASET_NAME, TEST, base_env, command, run_checked
+from helpers import E2E_CONFIGURATION as CONFIGURATION
+from helpers import E2E_EPOCHS as EPOCHS
+from helpers import E2E_TRAINER as TRAINER
+from helpers import E2E_WARMUP as WARMUP
+from helpers import TEST, base_env, command, run_checked
 from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
 from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 
-TRAINER = "nnUNetTrainerPICK_e2eTest"
-CONFIGURATION = "2d_e2e"
-EPOCHS, ITERATIONS, WARMUP = 3, 4, 1
-
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def trained(hippocampus, nnunet_dirs, tmp_path_factory):
-    """Train, re-validate, continue and predict with nnU-Net's commands; returns the folders involved."""
-    ext = tmp_path_factory.mktemp("user_ext_trainers")
-    (ext / "user_trainers").mkdir()
-    (ext / "user_trainers" / "__init__.py").write_text("", encoding="utf-8")
-    (ext / "user_trainers" / "short.py").write_text(textwrap.dedent(f"""
-        import torch
-        from nnunet_pick import nnUNetTrainerPICK
-
-        class {TRAINER}(nnUNetTrainerPICK):
-            def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
-                super().__init__(plans, configuration, fold, dataset_json, device)
-                self.num_epochs = {EPOCHS}
-                self.num_iterations_per_epoch = {ITERATIONS}
-                self.num_val_iterations_per_epoch = 2
-                self.num_warmup_epochs = {WARMUP}
-                self.mim_figure_every = 2
-    """), encoding="utf-8")
-    # the demo's CPU sizing: nnU-Net's 2d configuration with batch size 8 (same network and data)
-    plans_file = hippocampus / "nnUNetPlans.json"
-    plans = json.loads(plans_file.read_text(encoding="utf-8"))
-    plans["configurations"][CONFIGURATION] = {"inherits_from": "2d", "batch_size": 8}
-    plans_file.write_text(json.dumps(plans, indent=2), encoding="utf-8")
-
-    # the trainer must preprocess imagesUnlabeled itself (other tests may have done it already)
-    shutil.rmtree(hippocampus / "nnUNetPlans_2d_unlabeled", ignore_errors=True)
-    env = base_env(nnunet_dirs, nnUNet_n_proc_DA="1", nnUNet_extTrainer=str(ext))
-    train = [command("nnUNetv2_train"), str(DATASET_ID), CONFIGURATION, "0", "-tr", TRAINER, "-device", "cpu"]
-    run_checked(train, env)
-    run_checked([*train, "--val"], env)
-    cont = run_checked([*train, "--c"], env)
-    out = tmp_path_factory.mktemp("predictions")
-    raw = nnunet_dirs["nnUNet_raw"] / DATASET_NAME
-    run_checked([command("nnUNetv2_predict"), "-i", str(raw / "imagesTs"), "-o", str(out), "-d", str(DATASET_ID),
-                 "-c", CONFIGURATION, "-tr", TRAINER, "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1"], env)
-    fold = nnunet_dirs["nnUNet_results"] / DATASET_NAME / f"{TRAINER}__nnUNetPlans__{CONFIGURATION}" / "fold_0"
-    return {"fold": fold, "predictions": out, "raw": raw, "continue_stdout": cont.stdout,
-            "nnUNet_extTrainer": env["nnUNet_extTrainer"]}
 
 
 def test_checkpoint_holds_all_decoders_and_nnunet_metadata(trained):

@@ -40,6 +40,7 @@ from nnunet_pick.annotation.scores import case_scores, combined_scores
 from nnunet_pick.losses import paste_reconstruction
 from nnunet_pick.masking import apply_mask, attentive_mask, pseudo_label
 from nnunet_pick.unlabeled.pool import list_raw_unlabeled_cases, raw_unlabeled_folder, unlabeled_ids_from_split
+from nnunet_pick.unlabeled.validate import check_unlabeled_folder, raise_if_problems
 
 SCORE_COLUMNS = ("combined", "disagreement", "entropy", "fold_disagreement")
 STAGING = ".all_segmentations"
@@ -78,12 +79,12 @@ class UnlabeledPool:
     excluded: list[str] = field(default_factory=list)
 
 
-def unlabeled_pool(raw_dataset_folder: str, file_ending: str, splits_file: str, folds: list) -> UnlabeledPool:
+def unlabeled_pool(raw_dataset_folder: str, dataset_json: dict, splits_file: str, folds: list) -> UnlabeledPool:
     """Every unlabeled case of a dataset for the given folds.
 
     Args:
         raw_dataset_folder: ``$nnUNet_raw/DatasetXXX_Name``.
-        file_ending: the dataset's file ending.
+        dataset_json: the dataset's ``dataset.json`` (file ending, channels).
         splits_file: ``splits_final.json`` (may not exist: then only ``imagesUnlabeled``).
         folds: fold numbers (int) or ``"all"``; ``"unlabeled"`` ids are taken from the numbered folds. An id that is
             ``"train"`` in another of these folds is left out: its label trained one of the models.
@@ -92,11 +93,15 @@ def unlabeled_pool(raw_dataset_folder: str, file_ending: str, splits_file: str, 
         :class:`UnlabeledPool`, ids sorted.
 
     Raises:
-        ValueError: for an invalid fold entry of the splits, a fold the file lacks, an id in both sources, split ids
+        ValueError: for problems of ``imagesUnlabeled`` (:mod:`nnunet_pick.unlabeled.validate`, all listed at once),
+            an invalid fold entry of the splits, a fold the file lacks, an id in both sources, split ids
             without images in ``imagesTr``, or an empty pool (with where to put unlabeled data).
     """
+    folder = raw_unlabeled_folder(raw_dataset_folder)
+    raise_if_problems(check_unlabeled_folder(raw_dataset_folder, dataset_json), folder)
+    file_ending = dataset_json["file_ending"]
     pool = UnlabeledPool()
-    for case, files in list_raw_unlabeled_cases(raw_unlabeled_folder(raw_dataset_folder), file_ending).items():
+    for case, files in list_raw_unlabeled_cases(folder, file_ending).items():
         pool.cases[case], pool.sources[case] = files, "imagesUnlabeled"
     numbered = [int(f) for f in folds if f != "all"]
     if numbered and isfile(splits_file):

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         model_folder = get_output_folder(dataset_name, args.tr, args.p, args.c)
         suggester = Suggester(model_folder, folds, args.chk, args.device, use_mirroring=not args.disable_tta,
                               tile_step_size=args.step_size)
-        pool = unlabeled_pool(join(nnUNet_raw.require(), dataset_name), suggester.predictor.dataset_json["file_ending"],
+        pool = unlabeled_pool(join(nnUNet_raw.require(), dataset_name), suggester.predictor.dataset_json,
                               join(nnUNet_preprocessed.require(), dataset_name, "splits_final.json"), folds)
         if pool.excluded:
             print_text(f"left out {len(pool.excluded)} 'unlabeled' ids that are labeled training data of another "

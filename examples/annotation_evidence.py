@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-chk", default="checkpoint_final.pth")
     parser.add_argument("-device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--disable_tta", action="store_true")
-    parser.add_argument("--max-cases", type=int, default=None, help="only the first N unlabeled ids (a quick look)")
+    parser.add_argument("--max-cases", type=int, default=None,
+                        help="only a random sample (seeded by --seed) of N unlabeled ids, for a shorter run")
     parser.add_argument("--resamples", type=int, default=10000, help="bootstrap resamples and random draws")
     parser.add_argument("--seed", type=int, default=12345)
     args = parser.parse_args(argv)
@@ -61,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     dataset_json = suggester.predictor.dataset_json
     ending = dataset_json["file_ending"]
     full = unlabeled_pool(args.r, dataset_json, args.s, [args.f])
-    ids = [c for c in full.cases if full.sources[c].startswith("splits")][: args.max_cases]
+    ids = [c for c in full.cases if full.sources[c].startswith("splits")]
+    if args.max_cases is not None and args.max_cases < len(ids):
+        ids = sorted(np.random.default_rng(args.seed).choice(ids, args.max_cases, replace=False).tolist())
     pool = UnlabeledPool(cases={c: full.cases[c] for c in ids}, sources={c: full.sources[c] for c in ids})
     print(f"{len(ids)} split-'unlabeled' cases of fold {args.f}")
     rows = suggest(suggester, pool, args.o, num_top=len(ids))  # every case's segmentation is written

@@ -29,6 +29,8 @@ from nnunet_pick.annotation.suggest import AuxiliaryDecoderView, Suggester
 pytestmark = pytest.mark.slow
 TOP = 3
 CLASSES = ("Anterior", "Posterior")
+# scored by the command (two of each source; the whole pool of 10 would cost CI a minute more of CPU)
+SCORED = [*UNLABELED_RAW[:2], *FOLD0["unlabeled"][:2]]
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +39,7 @@ def suggestion(trained, tmp_path_factory):
     out = tmp_path_factory.mktemp("suggest") / "out"
     env = {**os.environ, "nnUNet_extTrainer": trained["nnUNet_extTrainer"]}
     proc = run_checked([command("nnUNetv2_pick_suggest"), "-d", str(DATASET_ID), "-c", E2E_CONFIGURATION, "-f", "0",
-                        "-tr", E2E_TRAINER, "-n", str(TOP), "-o", str(out), "--disable_tta"], env)
+                        "-tr", E2E_TRAINER, "-n", str(TOP), "-o", str(out), "--disable_tta", "--cases", *SCORED], env)
     with open(out / "suggestions.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     return {"out": out, "rows": rows, "stdout": proc.stdout, "env": env}
@@ -53,13 +55,29 @@ def suggester(trained):
         yield Suggester(str(trained["fold"].parent), [0], use_mirroring=False)
 
 
-def test_every_unlabeled_case_is_ranked_by_the_combined_score(suggestion):
+def test_the_pool_is_imagesunlabeled_and_the_folds_unlabeled_ids(trained, hippocampus):
+    import json
+
+    from nnunet_pick.annotation.suggest import restrict_pool, unlabeled_pool
+
+    dataset_json = json.loads((trained["raw"] / "dataset.json").read_text(encoding="utf-8"))
+    pool = unlabeled_pool(str(trained["raw"]), dataset_json, str(hippocampus / "splits_final.json"), [0])
+    assert sorted(pool.cases) == sorted([*UNLABELED_RAW, *FOLD0["unlabeled"]])
+    assert {pool.sources[c] for c in UNLABELED_RAW} == {"imagesUnlabeled"}
+    assert {pool.sources[c] for c in FOLD0["unlabeled"]} == {"splits fold 0"}
+    case = FOLD0["unlabeled"][0]
+    assert pool.cases[case] == [str(trained["raw"] / "imagesTr" / f"{case}_0000.nii.gz")]  # the image, not the label
+    assert unlabeled_pool(str(trained["raw"]), dataset_json, str(hippocampus / "splits_final.json"),
+                          ["all"]).sources == {c: "imagesUnlabeled" for c in UNLABELED_RAW}
+    with pytest.raises(ValueError, match="not unlabeled cases"):
+        restrict_pool(pool, [FOLD0["train"][0]])  # a labeled case
+
+
+def test_the_cases_are_ranked_by_the_combined_score(suggestion):
     rows = suggestion["rows"]
-    # the pool: imagesUnlabeled and fold 0's split-"unlabeled" ids, nothing else
-    assert sorted(r["case"] for r in rows) == sorted([*UNLABELED_RAW, *FOLD0["unlabeled"]])
+    assert sorted(r["case"] for r in rows) == sorted(SCORED)
     sources = {r["case"]: r["source"] for r in rows}
-    assert {sources[c] for c in UNLABELED_RAW} == {"imagesUnlabeled"}
-    assert {sources[c] for c in FOLD0["unlabeled"]} == {"splits fold 0"}
+    assert [sources[c] for c in SCORED] == ["imagesUnlabeled"] * 2 + ["splits fold 0"] * 2
     assert [int(r["rank"]) for r in rows] == list(range(1, len(rows) + 1))
     combined = [float(r["combined"]) for r in rows]
     assert combined == sorted(combined, reverse=True)

@@ -137,6 +137,20 @@ def unlabeled_pool(raw_dataset_folder: str, dataset_json: dict, splits_file: str
     return pool
 
 
+def restrict_pool(pool: UnlabeledPool, ids: list[str]) -> UnlabeledPool:
+    """Only the cases ``ids`` of ``pool`` (``--cases``).
+
+    Raises:
+        ValueError: naming every id that is not an unlabeled case of the pool.
+    """
+    missing = sorted(set(ids) - set(pool.cases))
+    if missing:
+        raise ValueError(f"--cases {missing} are not unlabeled cases of this dataset and folds (imagesUnlabeled or "
+                         f"'unlabeled' ids of splits_final.json)")
+    keep = sorted(set(ids))
+    return UnlabeledPool({c: pool.cases[c] for c in keep}, {c: pool.sources[c] for c in keep}, pool.excluded)
+
+
 def _foreground_classes(dataset_json: dict, has_regions: bool) -> list[tuple[str, list[int]]]:
     """(name, label values) of every output class in head order (labels by value; regions in dataset.json order,
     as nnU-Net's ``LabelManager``), background and ignore left out."""

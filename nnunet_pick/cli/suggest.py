@@ -1,5 +1,5 @@
 """``nnUNetv2_pick_suggest -d D -c C -f F [F ...] [-tr TRAINER] [-p PLANS] [-chk NAME] [-n K] [-o OUT]
-[-device cpu|cuda] [--disable_tta] [--step_size S]``."""
+[--cases ID ...] [-device cpu|cuda] [--disable_tta] [--step_size S]``."""
 
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", type=int, default=10, help="K: cases whose segmentation and figure are written (10)")
     parser.add_argument("-o", default=None, help="output folder, empty or new (default: pick_suggestions in the "
                                                  "current folder)")
+    parser.add_argument("--cases", nargs="+", default=None,
+                        help="score only these unlabeled case ids (default: the whole pool)")
     parser.add_argument("-device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--disable_tta", action="store_true", help="no test-time mirroring (as nnUNetv2_predict)")
     parser.add_argument("--step_size", type=float, default=0.5, help="sliding-window step (nnU-Net's 0.5)")
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
     from nnunetv2.utilities.file_path_utilities import get_output_folder
 
-    from nnunet_pick.annotation.suggest import Suggester, suggest, unlabeled_pool
+    from nnunet_pick.annotation.suggest import Suggester, restrict_pool, suggest, unlabeled_pool
 
     folds = [f if f == "all" else int(f) for f in args.f]
     output = args.o or "pick_suggestions"
@@ -48,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
                               tile_step_size=args.step_size)
         pool = unlabeled_pool(join(nnUNet_raw.require(), dataset_name), suggester.predictor.dataset_json,
                               join(nnUNet_preprocessed.require(), dataset_name, "splits_final.json"), folds)
+        if args.cases is not None:
+            pool = restrict_pool(pool, args.cases)
         if pool.excluded:
             print_text(f"left out {len(pool.excluded)} 'unlabeled' ids that are labeled training data of another "
                        f"given fold: {pool.excluded}")

@@ -17,7 +17,8 @@ for every sliding-window patch and every mirrored copy of it): the primary decod
 (argmax of the softmax; sigmoid > 0.5 for regions) defines the mask ``M`` = predicted foreground (PICK's attentive
 masking); the image with ``M`` set to 0 goes through the MIM decoder; its reconstruction is pasted into ``M``, the
 original image is kept outside ``M``; the auxiliary decoder segments that image. Where the primary decoder predicts
-no foreground the auxiliary decoder sees the unchanged image.
+no foreground the auxiliary decoder sees the unchanged image. Always attentive masking, whatever ``masking`` or
+``startup_masking_min_fraction`` the trainer used: random masks would make the score of a case change between runs.
 """
 
 from __future__ import annotations

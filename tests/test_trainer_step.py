@@ -179,7 +179,7 @@ def test_epoch_logging_progress_png_and_mim_figure(trainer, tmp_path):
     width, height = Image.open(tmp_path / "progress.png").size
     assert width == 2 * 1500
     assert height == 2700
-    t.save_mim_figure(str(tmp_path / "mim.png"))
+    t.save_mim_figure(str(tmp_path / "mim.png"), t.current_epoch)
     assert Image.open(tmp_path / "mim.png").format == "PNG"
 
 

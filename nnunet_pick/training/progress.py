@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from nnunetv2.training.logging.nnunet_logger import LocalLogger  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -33,6 +34,10 @@ PICK_OTHER_CURVES: dict[str, str] = {
     "warmup": "warm-up epoch (1) / PICK epoch (0)",
 }
 PICK_CURVES: tuple[str, ...] = (*PICK_LOSS_CURVES, *PICK_OTHER_CURVES)
+LOSS_PANEL_NOTE = ("L_seg is nnU-Net's Dice+CE: it adds -Dice, so it is negative once Dice dominates (best about -1)."
+                   "\nL_mim is 0 while nothing is masked; the unlabeled terms start after the warm-up.")
+MASK_PANEL_NOTE = ("Only voxels predicted as foreground are masked: the fraction is about the structures' share of"
+                   "\nthe patch, and 0 while the network predicts no foreground yet.")
 PIXEL_REDUCTION = 2
 
 
@@ -46,7 +51,10 @@ class PICKLocalLogger(LocalLogger):
 
     def plot_progress_png(self, output_folder: str) -> None:
         """Write nnU-Net's ``progress.png``, then widen it with PICK's panels on the right (atomically replaced)."""
-        super().plot_progress_png(output_folder)
+        # markers on nnU-Net's own curves too (through matplotlib's rc defaults, nnU-Net's plot code unchanged),
+        # so that a run of one epoch shows points instead of empty panels
+        with plt.rc_context({"lines.marker": "o", "lines.markersize": 12}):
+            super().plot_progress_png(output_folder)
         epochs = min(len(v) for v in self.my_fantastic_logging.values())
         if epochs == 0:
             return
@@ -64,34 +72,8 @@ class PICKLocalLogger(LocalLogger):
         os.replace(tmp, path)
 
     def _render_pick_panels(self, epochs: int, height_px: int) -> Image.Image:
-        log = self.my_fantastic_logging
-        x = np.arange(epochs)
-        warmup = np.asarray(log["warmup"][:epochs], dtype=float)
-        fig, axes = plt.subplots(3, 1, figsize=(30, 54), dpi=100 // PIXEL_REDUCTION)
+        fig = draw_pick_panels(self.my_fantastic_logging, epochs)
         try:
-            ax = axes[0]
-            for key, label in PICK_LOSS_CURVES.items():
-                ax.plot(x, np.asarray(log[key][:epochs], dtype=float), label=label, linewidth=4)
-            ax.set_xlabel("epoch")
-            ax.set_ylabel("PICK loss terms (unweighted)")
-            ax.legend(loc=(0, 1))
-            ax = axes[1]
-            for key in ("masked_fraction_labeled", "masked_fraction_unlabeled"):
-                ax.plot(x, np.asarray(log[key][:epochs], dtype=float), label=PICK_OTHER_CURVES[key], linewidth=4)
-            ax.set_ylim(0, 1)
-            ax.set_xlabel("epoch")
-            ax.set_ylabel("fraction of voxels masked")
-            ax.legend(loc=(0, 1))
-            ax = axes[2]
-            ax.step(x, warmup, where="mid", label=PICK_OTHER_CURVES["warmup"], linewidth=4)
-            ax.set_ylim(-0.1, 1.1)
-            ax.set_xlabel("epoch")
-            ax.set_ylabel("warm-up")
-            ax.legend(loc=(0, 1))
-            for ax in axes:
-                if warmup.any():
-                    ax.axvspan(-0.5, float(np.flatnonzero(warmup).max()) + 0.5, color="grey", alpha=0.15)
-            fig.tight_layout()
             buffer = io.BytesIO()
             fig.savefig(buffer, format="png", pil_kwargs={"compress_level": 1})
         finally:
@@ -101,3 +83,48 @@ class PICKLocalLogger(LocalLogger):
         if image.size[1] != height_px:
             image = image.resize((round(image.size[0] * height_px / image.size[1]), height_px))
         return image
+
+
+def draw_pick_panels(log: dict[str, list], epochs: int) -> Figure:
+    """PICK's two panels of ``progress.png``: the loss terms, and the fraction of voxels masked.
+
+    Warm-up epochs are shaded in both panels (with a legend entry); every value has a marker, so that a run of one
+    epoch shows points rather than nothing. The masked-fraction axis runs from 0 to a little above the largest
+    value (to 1 only if nothing was masked yet), since the masked fraction is often a few percent.
+
+    Args:
+        log: the logger's ``my_fantastic_logging`` with :data:`PICK_CURVES` (one value per epoch; NaN = not
+            computed, e.g. unlabeled terms in warm-up).
+        epochs: the first ``epochs`` values of each curve are drawn.
+
+    Returns:
+        The figure, 3000 x 5400 px at nnU-Net's scale (the caller saves and closes it).
+    """
+    x = np.arange(epochs)
+    warmup = np.asarray(log["warmup"][:epochs], dtype=float) > 0
+    fig, axes = plt.subplots(2, 1, figsize=(30, 54), dpi=100 // PIXEL_REDUCTION)
+    style = dict(linewidth=4, marker="o", markersize=14)
+    ax = axes[0]
+    for key, label in PICK_LOSS_CURVES.items():
+        ax.plot(x, np.asarray(log[key][:epochs], dtype=float), label=label, **style)
+    ax.set_ylabel("PICK loss terms (unweighted)")
+    ax = axes[1]
+    fractions = []
+    for key in ("masked_fraction_labeled", "masked_fraction_unlabeled"):
+        values = np.asarray(log[key][:epochs], dtype=float)
+        fractions.append(values)
+        ax.plot(x, values, label=PICK_OTHER_CURVES[key], **style)
+    finite = np.concatenate(fractions)
+    finite = finite[np.isfinite(finite)]
+    top = float(finite.max()) * 1.15 if finite.size and finite.max() > 0 else 1.0
+    ax.set_ylim(0, top)
+    ax.set_ylabel("fraction of voxels masked")
+    for ax, note in zip(axes, (LOSS_PANEL_NOTE, MASK_PANEL_NOTE), strict=True):
+        if warmup.any():
+            ax.axvspan(-0.5, float(np.flatnonzero(warmup).max()) + 0.5, color="grey", alpha=0.15,
+                       label="warm-up epochs (labeled data only)")
+        ax.set_xlim(-0.5, max(epochs - 0.5, 0.5))
+        ax.set_xlabel(f"epoch (from 0, as in the training log)\n\n{note}", loc="left")
+        ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0))
+    fig.tight_layout()
+    return fig

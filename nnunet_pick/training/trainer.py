@@ -7,7 +7,8 @@ LR, validation, checkpoints, ``--c``, final validation and ``summary.json``. Wha
 - a second data loader over unlabeled patches (:mod:`nnunet_pick.unlabeled`), preprocessed on first use;
 - the PICK step (:meth:`nnUNetTrainerPICK.train_step`), following ``PICK_method.md``: labeled branches (Eq. 11)
   in every epoch, unlabeled branches (Eq. 10) after the warm-up epochs, each branch back-propagated on its own;
-- PICK's curves in the log and ``progress.png``, and a PNG of the MIM branch on an unlabeled patch.
+- PICK's curves in the log and ``progress.png``, and a PNG of the MIM branch on an unlabeled patch;
+- progress lines while it trains (:class:`~nnunet_pick.training.progress_lines.TrainingProgressMixin`).
 
 PICK settings are attributes set in ``__init__``; a subclass overrides them after ``super().__init__``.
 """
@@ -43,6 +44,7 @@ from nnunet_pick.network import PICKNetwork
 from nnunet_pick.training import pretrained as _pretrained
 from nnunet_pick.training.mim_figure import save_mim_figure
 from nnunet_pick.training.progress import PICK_CURVES, PICKLocalLogger
+from nnunet_pick.training.progress_lines import TrainingProgressMixin
 from nnunet_pick.training.schedule import sigmoid_rampup, unlabeled_start_epoch
 from nnunet_pick.unlabeled.dataset import nnUNetDatasetUnlabeled
 from nnunet_pick.unlabeled.pool import (
@@ -67,7 +69,7 @@ def _nanmean(values) -> float:
     return float(values.mean()) if values.size else float("nan")
 
 
-class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
+class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
     """nnU-Net trainer for PICK semi-supervised segmentation (Zeng et al., IJCV 2025).
 
     Same constructor as ``nnUNetTrainer``. PICK settings (instance attributes):
@@ -329,7 +331,8 @@ class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
 
     def on_train_end(self) -> None:
         if self.dataloader_unlabeled is not None and self.local_rank == 0:
-            self.save_mim_figure(join(self.output_folder, "mim_final.png"))
+            # nnU-Net's loop has advanced current_epoch past the last epoch it trained
+            self.save_mim_figure(join(self.output_folder, "mim_final.png"), self.current_epoch - 1, final=True)
         super().on_train_end()
         if isinstance(self.dataloader_unlabeled, NonDetMultiThreadedAugmenter):
             self.dataloader_unlabeled._finish()
@@ -375,6 +378,7 @@ class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
         total = sum(w * values[k] for k, w in self._loss_weights(warmup).items())
         stepped = self._all_ranks_agree(math.isfinite(total)) and self._optimizer_step()
         self._count_skipped_step(stepped, total, values)
+        self.note_iteration_done()  # progress lines (this step replaces, not extends, nnU-Net's train_step)
         return {"loss": np.array(total), **values}
 
     def _without_ddp_gradient_sync(self):
@@ -584,27 +588,49 @@ class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
             self.logger.log(key, _nanmean(values), self.current_epoch)
 
     def on_epoch_end(self) -> None:
-        log = self.logger.local_logger.my_fantastic_logging
         epoch = self.current_epoch
+        if self.local_rank == 0 and self.mim_figure_every > 0 and (epoch + 1) % self.mim_figure_every == 0:
+            self.save_mim_figure(join(self.output_folder, f"mim_epoch_{epoch:04d}.png"), epoch)
+        super().on_epoch_end()  # nnU-Net's lines, then the mixin's (epoch_detail_lines below and the summary)
+
+    def progress_legend(self) -> str:
+        return (super().progress_legend() + "; L_seg is that loss on labeled data, L_mim the L1 error of the "
+                "reconstructed masked voxels and L_aux the auxiliary decoder's Dice + cross-entropy; only voxels "
+                "predicted as foreground are masked, so L_mim and the masked fraction are 0 while the network "
+                "predicts no foreground yet (typical in the first epochs); unlabeled terms are n/a in warm-up "
+                "epochs, which use labeled data only")
+
+    def estimate_note(self) -> str:
+        if self.is_warmup_epoch():
+            return ("; measured in warm-up, the epochs after warm-up also train on unlabeled batches and take "
+                    "longer")
+        return ""
+
+    def epoch_detail_lines(self, epoch: int) -> list[str]:
+        """PICK's terms of ``epoch``: phase, the unweighted losses and the fraction of voxels masked."""
+        log = self.logger.local_logger.my_fantastic_logging
 
         def fmt(key: str) -> str:
             value = log[key][epoch]
             return "n/a" if math.isnan(value) else f"{value:.4f}"
 
         phase = "warm-up (labeled only)" if log["warmup"][epoch] else "PICK (labeled + unlabeled)"
-        self.print_to_log_file(
-            f"PICK epoch {epoch}: {phase}; L_seg {fmt('train_loss_seg')}; "
-            f"L_mim labeled {fmt('train_loss_mim_labeled')} unlabeled {fmt('train_loss_mim_unlabeled')}; "
-            f"L_aux labeled {fmt('train_loss_aux_labeled')} unlabeled {fmt('train_loss_aux_unlabeled')}; "
-            f"masked fraction unlabeled {fmt('masked_fraction_unlabeled')} labeled {fmt('masked_fraction_labeled')}")
-        if self.local_rank == 0 and self.mim_figure_every > 0 and (epoch + 1) % self.mim_figure_every == 0:
-            self.save_mim_figure(join(self.output_folder, f"mim_epoch_{epoch:04d}.png"))
-        super().on_epoch_end()
+        return [(f"PICK epoch {epoch}: {phase}; L_seg {fmt('train_loss_seg')}; "
+                 f"L_mim labeled {fmt('train_loss_mim_labeled')} unlabeled {fmt('train_loss_mim_unlabeled')}; "
+                 f"L_aux labeled {fmt('train_loss_aux_labeled')} unlabeled {fmt('train_loss_aux_unlabeled')}; "
+                 f"masked fraction unlabeled {fmt('masked_fraction_unlabeled')} "
+                 f"labeled {fmt('masked_fraction_labeled')}")]
 
     @torch.no_grad()
-    def save_mim_figure(self, path: str) -> None:
+    def save_mim_figure(self, path: str, epoch: int, *, final: bool = False) -> None:
         """Run an unlabeled batch through all branches (no gradient) and save :func:`save_mim_figure`'s PNG of the
-        patch with the most masked voxels (a patch without predicted foreground shows nothing of MIM)."""
+        patch with the most masked voxels (a patch without predicted foreground shows nothing of MIM).
+
+        Args:
+            path: the PNG to write.
+            epoch: the epoch just trained, counted from 0 as in the training log's ``Epoch N``.
+            final: whether it is the last epoch's figure (``mim_final.png``).
+        """
         network = self._unwrapped_network()
         was_training = network.training
         network.eval()
@@ -619,9 +645,19 @@ class nnUNetTrainerPICK(nnUNetTrainer):  # noqa: N801 (nnU-Net naming)
                 masked_image = apply_mask(image, masked)
                 reconstruction = network(masked_image, branch="mim")
                 aux_logits = network(paste_reconstruction(image, reconstruction, masked), branch="aux")
-            phase = "warm-up" if self.is_warmup_epoch() else "PICK"
+            phase = "warm-up" if self.is_warmup_epoch(epoch) else "PICK"
+            when = "final, " if final else ""
             save_mim_figure(path, image[0], masked[0], masked_image[0], reconstruction[0], aux_logits[0],
-                            has_regions=self.label_manager.has_regions,
-                            title=f"{type(self).__name__} epoch {self.current_epoch} ({phase}), unlabeled patch")
+                            has_regions=self.label_manager.has_regions, class_names=self._output_channel_names(),
+                            title=f"{type(self).__name__}, after epoch {epoch} ({when}{phase}; epochs 0-"
+                                  f"{self.num_epochs - 1}), unlabeled patch")
         finally:
             network.train(was_training)
+
+    def _output_channel_names(self) -> list[str] | None:
+        """dataset.json's name of each label output channel (background first); None for regions."""
+        if self.label_manager.has_regions:
+            return None
+        by_value = {int(v): k for k, v in self.dataset_json["labels"].items() if not isinstance(v, (list, tuple))}
+        names = [by_value.get(int(v), f"label {v}") for v in self.label_manager.all_labels]
+        return names if len(names) == self.label_manager.num_segmentation_heads else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -57,3 +58,43 @@ def test_demo_refuses_a_foreign_workdir(tmp_path):
     with pytest.raises(FileExistsError, match="not made by nnUNetv2_pick_demo"):
         demo.prepare_workdir(tmp_path)
     assert (tmp_path / "precious.txt").read_text(encoding="utf-8") == "keep me"
+
+
+class _ParsedError(Exception):
+    """Raised instead of parsing, carrying the parser a command built."""
+
+
+def _parser_of(script: str, monkeypatch) -> argparse.ArgumentParser:
+    """The ArgumentParser that ``script``'s entry point builds (caught at parse_args, before any work)."""
+    (entry,) = [ep for ep in metadata.distribution("nnunet-pick").entry_points
+                if ep.group == "console_scripts" and ep.name == script]
+
+    def catch(self, args=None, namespace=None):
+        raise _ParsedError(self)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", catch)
+    with pytest.raises(_ParsedError) as caught:
+        entry.load()([])
+    return caught.value.args[0]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_states_every_default(script, monkeypatch):
+    """An option that has a default says it in its --help text (nnU-Net users look for -device, -p, -chk there)."""
+    parser = _parser_of(script, monkeypatch)
+    missing = [action.option_strings[0] for action in parser._actions
+               if action.option_strings and action.default not in (None, False, argparse.SUPPRESS)
+               and "default" not in (action.help or "")]
+    assert missing == [], f"{script}: --help of {missing} does not name the default"
+
+
+def test_list_trainers_fits_120_columns_and_names_every_trainer(capsys):
+    from nnunet_pick.cli.list_trainers import main
+    from nnunet_pick.training.variants import TRAINERS
+
+    assert main([]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= 120
+    listed = [line.split()[0] for line in lines[1:] if not line.startswith(" ")]
+    assert listed == list(TRAINERS)
+    assert any("lambda_mim=0.2 -- " in line for line in lines)

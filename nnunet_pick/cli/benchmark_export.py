@@ -19,12 +19,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-i", required=True, help="PICK model folder, e.g. .../nnUNetTrainerPICK__nnUNetPlans__2d")
     parser.add_argument("-e", required=True, help="exported model folder (nnUNetTrainer__PLANS__CONFIG)")
     parser.add_argument("-imgs", required=True, help="images as for nnUNetv2_predict -i")
-    parser.add_argument("-f", nargs="+", default=["0"], help="folds (default 0)")
+    parser.add_argument("-f", nargs="+", default=["0"], help="folds (default: 0)")
     parser.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint name (default checkpoint_final.pth)")
     parser.add_argument("-n", type=int, default=3, help="timed repeats over all cases, after one untimed (default 3)")
-    parser.add_argument("-device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--max-cases", type=int, default=None, help="predict only the first N cases")
-    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    parser.add_argument("-device", default="cpu", choices=("cpu", "cuda"), help="device (default: cpu)")
+    parser.add_argument("--max-cases", type=int, default=None, help="predict only the first N cases (default: all)")
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file (default: none)")
     args = parser.parse_args(argv)
     from nnunet_pick.benchmark.inference_benchmark import run_inference_benchmark
 

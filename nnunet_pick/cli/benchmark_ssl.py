@@ -18,18 +18,20 @@ def build_parser() -> argparse.ArgumentParser:
                     "Jaccard, ASD, HD95) and the report. Resumes where it stopped.")
     parser.add_argument("-d", required=True, help="dataset name or id")
     parser.add_argument("-c", default="3d_fullres", help="configuration (default 3d_fullres)")
-    parser.add_argument("-p", default="nnUNetPlans", help="plans identifier")
+    parser.add_argument("-p", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
     amount = parser.add_mutually_exclusive_group()
     amount.add_argument("--labeled-fraction", type=float, help="labeled fraction for new splits")
     amount.add_argument("--num-labeled", type=int, help="labeled cases per fold for new splits")
-    parser.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="folds to run")
+    parser.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
+                        help="folds to run (default: 0 1 2 3 4)")
     parser.add_argument("--n-folds", type=int, default=5, help="K of new splits (default 5)")
-    parser.add_argument("-tr", nargs="+", default=["nnUNetTrainerPICK"], help="trainers to compare with the baseline")
+    parser.add_argument("-tr", nargs="+", default=["nnUNetTrainerPICK"],
+                        help="trainers to compare with the baseline (default: nnUNetTrainerPICK)")
     parser.add_argument("--baseline", default="nnUNetTrainer", help="labeled-only arm (default nnUNetTrainer)")
-    parser.add_argument("--seed", type=int, default=12345, help="base seed; repeat r uses seed + r")
+    parser.add_argument("--seed", type=int, default=12345, help="base seed; repeat r uses seed + r (default: 12345)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="runs per arm and fold, with different seeds (default 1; with --preset the protocol's)")
-    parser.add_argument("-device", choices=("cpu", "cuda"), default="cuda")
+    parser.add_argument("-device", choices=("cpu", "cuda"), default="cuda", help="device (default: cuda)")
     parser.add_argument("-o", "--output", default=None, help="output folder (default $nnUNet_results/"
                                                                "pick_benchmark_<dataset>_<configuration>)")
     parser.add_argument("--preset", choices=sorted(PROTOCOLS), default=None,

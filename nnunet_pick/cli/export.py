@@ -15,7 +15,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-i", required=True,
                         help="trained model folder, e.g. .../nnUNetTrainerPICK__nnUNetPlans__3d_fullres")
     parser.add_argument("-o", required=True, help="output folder; the model folder is created inside")
-    parser.add_argument("-chk", nargs="+", default=["checkpoint_final.pth"], help="checkpoints to export")
+    parser.add_argument("-chk", nargs="+", default=["checkpoint_final.pth"],
+                        help="checkpoints to export (default: checkpoint_final.pth)")
     args = parser.parse_args(argv)
     from nnunet_pick.export import export_plain_nnunet
 

@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-d", required=True, help="dataset name or id")
     parser.add_argument("-tr", nargs="+", required=True, help="trainers; the first is the baseline")
     parser.add_argument("-c", required=True, help="configuration")
-    parser.add_argument("-p", default="nnUNetPlans", help="plans identifier")
+    parser.add_argument("-p", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
     parser.add_argument("--results-root", nargs="+", default=None,
                         help="nnU-Net results roots to search (default: $nnUNet_results; a benchmark's "
                              "repeat_* folders for repeats)")

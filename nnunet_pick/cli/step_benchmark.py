@@ -19,15 +19,15 @@ def main(argv: list[str] | None = None) -> int:
                     "the pass count predicts. Needs a planned and preprocessed dataset with unlabeled data.")
     parser.add_argument("-d", required=True, help="dataset name or id")
     parser.add_argument("-c", required=True, help="configuration, e.g. 3d_fullres")
-    parser.add_argument("-p", default="nnUNetPlans", help="plans identifier")
+    parser.add_argument("-p", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
     parser.add_argument("-n", type=int, default=10, help="timed steps per trainer, after one untimed (default 10)")
-    parser.add_argument("-device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("-device", default="cpu", choices=("cpu", "cuda"), help="device (default: cpu)")
     parser.add_argument("-tr", default="nnUNetTrainerPICK", help="PICK trainer to measure (default nnUNetTrainerPICK)")
     parser.add_argument("--memory-steps", type=int, default=3, help="steps of each memory probe (default 3)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile both trainers' networks as nnU-Net does on CUDA, also on the CPU (where "
                              "nnU-Net does not); the first step then includes the compilation")
-    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file (default: none)")
     args = parser.parse_args(argv)
     from nnunet_pick.benchmark.step_benchmark import run_step_benchmark
 

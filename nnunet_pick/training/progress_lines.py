@@ -123,7 +123,7 @@ class TrainingProgressMixin:
 
     def epoch_summary_line(self, epoch: int) -> str:
         """``epoch 3 (of 0-17) done in 31 s: train_loss ..., val_loss ..., pseudo Dice ...; about 7.3 min left``."""
-        log = self.logger.my_fantastic_logging
+        log = self.logger.local_logger.my_fantastic_logging
         seconds = log["epoch_end_timestamps"][epoch] - log["epoch_start_timestamps"][epoch]
         dice = log["dice_per_class_or_region"][epoch]
         names = self._foreground_names(len(dice))
@@ -148,14 +148,14 @@ class TrainingProgressMixin:
 
     def _seconds_per_epoch(self, per_iteration: float) -> float:
         """A whole epoch: measured on earlier epochs of this run if any, else iterations x ``per_iteration``."""
-        finished = len(self.logger.my_fantastic_logging["epoch_end_timestamps"])
+        finished = len(self.logger.local_logger.my_fantastic_logging["epoch_end_timestamps"])
         if self.current_epoch > self._progress_first_epoch and finished >= self.current_epoch:
             return self._recent_epoch_seconds(self.current_epoch - 1)
         return per_iteration * self.num_iterations_per_epoch
 
     def _recent_epoch_seconds(self, epoch: int) -> float:
         """Mean duration (s) of the last up to 3 epochs up to ``epoch`` (training and validation)."""
-        log = self.logger.my_fantastic_logging
+        log = self.logger.local_logger.my_fantastic_logging
         first = max(0, epoch - 2)
         ends = np.asarray(log["epoch_end_timestamps"][first:epoch + 1], dtype=float)
         starts = np.asarray(log["epoch_start_timestamps"][first:epoch + 1], dtype=float)

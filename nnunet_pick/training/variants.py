@@ -13,6 +13,7 @@ import sys
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from nnunet_pick.training.progress_lines import TrainingProgressMixin
 from nnunet_pick.training.trainer import nnUNetTrainerPICK
 
 TRAINERS: dict[str, type[nnUNetTrainer]] = {"nnUNetTrainerPICK": nnUNetTrainerPICK}
@@ -112,3 +113,15 @@ declare_variant("nnUNetTrainerPICK_finetune", "PICK fine-tuning from a trained n
 declare_variant("nnUNetTrainerPICK_demo", "nnUNetTrainerPICK on the demo's short CPU schedule.",
                 num_epochs=18, num_iterations_per_epoch=25, num_val_iterations_per_epoch=5, num_warmup_epochs=12,
                 mim_figure_every=5)
+
+# the demo's labeled-only arm (nnUNetv2_pick_demo --compare): stock nnUNetTrainer on the same schedule, with the
+# progress lines PICK prints (TrainingProgressMixin only adds log lines; training is nnU-Net's, unchanged)
+class nnUNetTrainerWithProgress(TrainingProgressMixin, nnUNetTrainer):
+    """nnU-Net's nnUNetTrainer with nnunet-pick's progress lines (not listed: the base of the demo's baseline)."""
+
+
+declare_variant("nnUNetTrainer_demo", "nnU-Net's nnUNetTrainer (labeled only) on the demo's short CPU schedule.",
+                base=nnUNetTrainerWithProgress, num_epochs=18, num_iterations_per_epoch=25,
+                num_val_iterations_per_epoch=5)
+declare_variant("nnUNetTrainer_demoFull", "nnU-Net's nnUNetTrainer, 100 epochs: the baseline of nnUNetv2_pick_demo "
+                "--full --compare.", base=nnUNetTrainerWithProgress, num_epochs=100)

@@ -102,7 +102,7 @@ def trained(hippocampus, nnunet_dirs, tmp_path_factory):
     shutil.rmtree(hippocampus / "nnUNetPlans_2d_unlabeled", ignore_errors=True)
     env = base_env(nnunet_dirs, nnUNet_n_proc_DA="1", nnUNet_extTrainer=str(ext))
     train = [command("nnUNetv2_train"), str(DATASET_ID), E2E_CONFIGURATION, "0", "-tr", E2E_TRAINER, "-device", "cpu"]
-    run_checked(train, env)
+    first = run_checked(train, env)
     run_checked([*train, "--val"], env)
     cont = run_checked([*train, "--c"], env)
     out = tmp_path_factory.mktemp("predictions")
@@ -111,5 +111,5 @@ def trained(hippocampus, nnunet_dirs, tmp_path_factory):
                  "-c", E2E_CONFIGURATION, "-tr", E2E_TRAINER, "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1"],
                 env)
     fold = nnunet_dirs["nnUNet_results"] / DATASET_NAME / f"{E2E_TRAINER}__nnUNetPlans__{E2E_CONFIGURATION}" / "fold_0"
-    return {"fold": fold, "predictions": out, "raw": raw, "continue_stdout": cont.stdout,
+    return {"fold": fold, "predictions": out, "raw": raw, "train_stdout": first.stdout, "continue_stdout": cont.stdout,
             "nnUNet_extTrainer": env["nnUNet_extTrainer"]}

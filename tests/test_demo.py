@@ -92,8 +92,8 @@ def test_console_shows_progress_of_every_epoch_of_both_arms_before_the_report(co
     assert during.count("[demo]   Training log: ") == 2
     assert during.count("[demo]   Time estimate on this machine, from the first iterations") == 2
     for epoch in range(EPOCHS):
-        assert len(re.findall(rf"^\[demo\]   epoch {epoch} \(of 0-{EPOCHS - 1}\) done in \d+ s: train_loss -?\d",
-                              during, re.M)) == 2
+        assert len(re.findall(rf"^\[demo\]   epoch {epoch} \(of 0-{EPOCHS - 1}\) done in [\d.]+ (s|min): "
+                              r"train_loss -?\d", during, re.M)) == 2
     assert re.search(r"^\[demo\]   PICK epoch 0: warm-up \(labeled only\); L_seg", during, re.M)
     assert re.search(r"^\[demo\]   PICK epoch 1: PICK \(labeled \+ unlabeled\)", during, re.M)
     assert len(re.findall(r"^\[demo\]   predicted hippocampus_\d+\.nii\.gz \(\d done\)$", during, re.M)) == 12

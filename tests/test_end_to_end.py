@@ -58,6 +58,27 @@ def test_training_log_reports_pick_terms_per_epoch(trained):
         assert (trained["fold"] / name).is_file(), name
 
 
+def test_console_shows_progress_lines_for_every_epoch(trained):
+    """What a user sees on the console of nnUNetv2_train: the log's path, a time estimate, one summary per epoch
+    (epochs from 0, with the time left), PICK's terms per epoch, and the same lines in the training log."""
+    out = trained["train_stdout"]
+    (log_path,) = re.findall(r"Training log: (\S+)", out)
+    assert Path(log_path).parent == trained["fold"]
+    assert "turn negative once the Dice term dominates" in out
+    assert "L_mim and the masked fraction are 0 while the network predicts no foreground yet" in out
+    assert len(re.findall(r"Time estimate on this machine, from the first iterations: \d+\.\d s per it", out)) == 1
+    duration, dice = r"[\d.]+ (s|min|h)", r"(\d\.\d{3}|nan)"
+    summaries = re.findall(rf"epoch (\d+) \(of 0-{EPOCHS - 1}\) done in {duration}: train_loss -?\d+\.\d{{4}}, "
+                           rf"val_loss -?\d+\.\d{{4}}, pseudo Dice Anterior {dice} Posterior {dice}; (.*)", out)
+    assert [int(row[0]) for row in summaries] == list(range(EPOCHS))
+    left = rf"about {duration} left \(\d epochs?, then the final validation\)"
+    assert all(re.match(left, row[-1]) for row in summaries[:-1])
+    assert summaries[-1][-1] == "last epoch; the final validation follows"
+    assert [int(e) for e in re.findall(r"PICK epoch (\d+): ", out)] == list(range(EPOCHS))
+    log = Path(log_path).read_text(encoding="utf-8")
+    assert len(re.findall(rf"epoch \d+ \(of 0-{EPOCHS - 1}\) done in", log)) == EPOCHS
+
+
 def test_continue_on_a_finished_run_resumes_from_the_final_checkpoint(trained):
     assert "Training done." in trained["continue_stdout"]
     assert "Epoch 0\n" not in trained["continue_stdout"]

@@ -15,7 +15,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="nnUNetv2_pick_demo",
         description="Train nnUNetTrainerPICK end to end on the embedded Hippocampus subset (12 labeled, 22 "
                     "unlabeled, 6 test cases) with nnU-Net's own commands, then predict and score the test cases. "
-                    "On 2 CPU cores it takes about 15 minutes (--compare: about 25).")
+                    "On 2 otherwise idle CPU cores it takes about 15 minutes; --compare trains a second, cheaper "
+                    "model on top.")
     parser.add_argument("--workdir", type=Path, default=Path("nnunet_pick_demo"),
                         help="folder for nnUNet_raw/preprocessed/results of the demo (default: ./nnunet_pick_demo)")
     parser.add_argument("-device", choices=("cpu", "cuda"), default="cpu", help="device to train on (default: cpu)")

@@ -94,7 +94,7 @@ def draw_mim_figure(image: torch.Tensor, masked: torch.Tensor, masked_image: tor
                    ncol=min(3, n_values))
     where = "" if index is None else f" (slice {index} of axis 0)"
     fig.suptitle(title + where, fontsize=13)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.93))  # the top 7 % for the title, above the two-line panel titles
     return fig
 
 

@@ -100,6 +100,16 @@ def draw_pick_panels(log: dict[str, list], epochs: int) -> Figure:
     Returns:
         The figure, 3000 x 5400 px at nnU-Net's scale (the caller saves and closes it).
     """
+    with plt.rc_context(PANEL_STYLE):
+        return _draw_pick_panels(log, epochs)
+
+
+#: font sizes matching nnU-Net's panels (seaborn's font_scale=2.5, which nnU-Net sets only while it draws its own)
+PANEL_STYLE = {"font.size": 28, "axes.labelsize": 30, "xtick.labelsize": 27, "ytick.labelsize": 27,
+               "legend.fontsize": 27}
+
+
+def _draw_pick_panels(log: dict[str, list], epochs: int) -> Figure:
     x = np.arange(epochs)
     warmup = np.asarray(log["warmup"][:epochs], dtype=float) > 0
     fig, axes = plt.subplots(2, 1, figsize=(30, 54), dpi=100 // PIXEL_REDUCTION)

@@ -73,7 +73,7 @@ def test_console_shows_progress_lines_for_every_epoch(trained):
     assert [int(row[0]) for row in summaries] == list(range(EPOCHS))
     left = rf"about {duration} left \(\d epochs?, then the final validation\)"
     assert all(re.match(left, row[-1]) for row in summaries[:-1])
-    assert summaries[-1][-1] == "last epoch; the final validation follows"
+    assert summaries[-1][-1].strip() == "last epoch; the final validation follows"
     assert [int(e) for e in re.findall(r"PICK epoch (\d+): ", out)] == list(range(EPOCHS))
     log = Path(log_path).read_text(encoding="utf-8")
     assert len(re.findall(rf"epoch \d+ \(of 0-{EPOCHS - 1}\) done in", log)) == EPOCHS

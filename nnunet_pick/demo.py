@@ -150,7 +150,7 @@ class DemoConsole:
     def say(self, text: str) -> None:
         """Print ``[demo] text``, wrapped."""
         self.log(textwrap.fill(text, self.width, initial_indent="[demo] ", subsequent_indent="       ",
-                               break_on_hyphens=False))
+                               break_on_hyphens=False, break_long_words=False))
 
     def command_line(self, line: str) -> bool:
         """Show ``line`` of a running command if it is one of :data:`SHOWN_MESSAGE`; True if shown."""
@@ -163,7 +163,7 @@ class DemoConsole:
         elif message.startswith("predicting "):
             message = f"final validation: {message}"
         self.log(textwrap.fill(message, self.width, initial_indent="[demo]   ", subsequent_indent="           ",
-                               break_on_hyphens=False))
+                               break_on_hyphens=False, break_long_words=False))
         return True
 
     def quiet(self, seconds: float) -> None:
@@ -289,15 +289,16 @@ def format_report(result: DemoResult) -> list[str]:
         for c in classes:
             diff = pick.dice_per_class[c] - base.dice_per_class[c]
             lines.append(f"    {c:12s} {pick.dice_per_class[c]:8.3f} {base.dice_per_class[c]:22.3f} {diff:+11.3f}")
-        lines.append(f"    (PICK = {pick.trainer}; nnU-Net = {base.trainer} on the same labeled cases and "
-                     f"split, without the unlabeled ones; difference = PICK - nnU-Net, positive = PICK better)")
+        lines.append(f"[demo] PICK = {pick.trainer}; nnU-Net = {base.trainer} on the same labeled cases and split, "
+                     f"without the unlabeled ones; difference = PICK - nnU-Net, positive = PICK better.")
         lines.append("[demo] Per case (PICK / nnU-Net):")
         for case, dice in pick.dice_per_case.items():
             lines.append(f"    {case:28s} " + "  ".join(
                 f"{c} {dice[c]:.3f} / {base.dice_per_case[case][c]:.3f}" for c in classes))
-        lines.append("[demo] One short run per arm, 6 test cases: a difference of a few hundredths can come from the "
-                     "random seed alone. nnUNetv2_pick_benchmark_ssl repeats seeded runs and reports the spread.")
-    if result.configuration == CPU_CONFIGURATION:
+        lines.append(f"[demo] One short run per arm, {len(pick.dice_per_case)} test cases: a difference of a few "
+                     "hundredths can come from the random seed alone. nnUNetv2_pick_benchmark_ssl repeats seeded runs "
+                     "and reports the spread.")
+    if pick.trainer == "nnUNetTrainerPICK_demo":
         lines.append("[demo] What to expect: this CPU demo trains nnU-Net's 2d network on 8 labeled cases for 450 "
                      "iterations, a small fraction of a real training (3d_fullres, 1000 epochs x 250 iterations, on a "
                      "GPU). nnU-Net trained on all of MSD Hippocampus scores about 0.9 for both classes, so clearly "
@@ -314,5 +315,5 @@ def format_report(result: DemoResult) -> list[str]:
         lines.append(f"       test predictions: {arm.predictions} (scores in summary.json)")
     lines.append(f"[demo] commands and their output: {result.workdir / 'demo_commands.log'}")
     lines.append("[demo] seconds per step: " + ", ".join(f"{k} {v:.0f}" for k, v in result.seconds.items()))
-    return [textwrap.fill(line, 118, subsequent_indent="       ", break_on_hyphens=False)
+    return [textwrap.fill(line, 118, subsequent_indent="       ", break_on_hyphens=False, break_long_words=False)
             if line.startswith("[demo]") else line for line in lines]

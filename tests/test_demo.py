@@ -96,7 +96,7 @@ def test_console_shows_progress_of_every_epoch_of_both_arms_before_the_report(co
                               r"train_loss -?\d", during, re.M)) == 2
     assert re.search(r"^\[demo\]   PICK epoch 0: warm-up \(labeled only\); L_seg", during, re.M)
     assert re.search(r"^\[demo\]   PICK epoch 1: PICK \(labeled \+ unlabeled\)", during, re.M)
-    assert len(re.findall(r"^\[demo\]   predicted hippocampus_\d+\.nii\.gz \(\d done\)$", during, re.M)) == 12
+    assert len(re.findall(r"^\[demo\]   predicted hippocampus_\d+ \(\d done\)$", during, re.M)) == 12
     # wrapped at 120 columns; only a path longer than a line stays whole, for copying
     physical = "\n".join(lines).splitlines()
     assert all(len(line) <= 120 or len(line.split()[-1]) > 60 for line in physical), max(physical, key=len)
@@ -121,9 +121,9 @@ def test_demo_console_shows_progress_lines_only():
     console = demo.DemoConsole(demo.Path("demo_commands.log"), shown.append)
     assert console.command_line("2026-12-01 05:40:39.123456: epoch 3 (of 0-17) done in 31 s: train_loss -0.4100")
     assert console.command_line("2026-12-01 05:40:39.123456: PICK epoch 3: warm-up (labeled only); L_seg -0.41")
-    assert console.command_line("done with hippocampus_017.nii.gz")
+    assert console.command_line("done with hippocampus_017")
     assert not console.command_line("2026-12-01 05:40:39.123456: Current learning rate: 0.00946")
     assert not console.command_line("Predicting hippocampus_017.nii.gz:")
     assert shown == ["[demo]   epoch 3 (of 0-17) done in 31 s: train_loss -0.4100",
                      "[demo]   PICK epoch 3: warm-up (labeled only); L_seg -0.41",
-                     "[demo]   predicted hippocampus_017.nii.gz (1 done)"]
+                     "[demo]   predicted hippocampus_017 (1 done)"]

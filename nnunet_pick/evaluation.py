@@ -13,6 +13,12 @@ Rule for empty masks (stated because the literature differs): when prediction an
 empty, every metric is NaN, like nnU-Net's Dice (nothing to score); when exactly one is empty, Dice and Jaccard are 0
 and the surface distances are NaN (undefined: MedPy raises on an empty mask; some SSL code reports 0 instead, which
 would reward missing an organ). Means and standard deviations skip NaN; ``n_undefined`` counts them.
+
+Ignore label (``dataset.json`` label ``"ignore"``): voxels the reference marks with it are excluded from every metric,
+as nnU-Net's ``compute_metrics`` excludes them (``compute_tp_fp_fn_tn`` with ``ignore_mask``): both masks are restricted
+to the voxels that are not ignored before anything is counted, so Dice and Jaccard equal nnU-Net's Dice and IoU. The
+surface distances are computed on the same restricted masks: a prediction that reaches into the ignored region is cut
+at its border (its surface there is the border of the ignored region), and nothing predicted inside it counts.
 """
 
 from __future__ import annotations
@@ -64,8 +70,15 @@ def binary_metrics(prediction: np.ndarray, reference: np.ndarray, spacing: Seque
 
 
 def label_metrics(prediction: np.ndarray, reference: np.ndarray, labels_or_regions: Sequence,
-                  spacing: Sequence[float]) -> dict[str, dict[str, float]]:
+                  spacing: Sequence[float], ignore_label: int | None = None) -> dict[str, dict[str, float]]:
     """:func:`binary_metrics` per label (int) or region (tuple of labels) of two label maps.
+
+    Args:
+        prediction, reference: integer label maps of the same shape.
+        labels_or_regions: what to score.
+        spacing: voxel size per axis in mm.
+        ignore_label: voxels where ``reference`` has this value are left out of every metric (nnU-Net's rule; see
+            the module docstring); None scores every voxel.
 
     Returns:
         {str(label or region): {metric: value}}.
@@ -73,7 +86,12 @@ def label_metrics(prediction: np.ndarray, reference: np.ndarray, labels_or_regio
     def mask(seg: np.ndarray, label) -> np.ndarray:
         return np.isin(seg, label) if isinstance(label, (tuple, list)) else seg == label
 
-    return {str(lab): binary_metrics(mask(prediction, lab), mask(reference, lab), spacing)
+    scored = None if ignore_label is None else reference != ignore_label
+
+    def restricted(m: np.ndarray) -> np.ndarray:
+        return m if scored is None else m & scored
+
+    return {str(lab): binary_metrics(restricted(mask(prediction, lab)), restricted(mask(reference, lab)), spacing)
             for lab in labels_or_regions}
 
 
@@ -97,7 +115,8 @@ def evaluate_folder(reference_folder: str, prediction_folder: str, dataset_json:
     """Score every prediction in ``prediction_folder`` against the same-named file in ``reference_folder``.
 
     Files are read with the dataset's nnU-Net reader/writer (``determine_reader_writer_from_dataset_json``), spacing
-    from the image headers, labels (or regions) from ``dataset.json`` excluding background and ignore.
+    from the image headers, labels (or regions) from ``dataset.json`` excluding background and ignore; voxels of the
+    ignore label in the reference are excluded from every metric, as in nnU-Net's ``compute_metrics``.
 
     Args:
         reference_folder: reference segmentations (``labelsTr``, ``labelsTs`` or nnU-Net's ``gt_segmentations``).
@@ -132,13 +151,14 @@ def evaluate_folder(reference_folder: str, prediction_folder: str, dataset_json:
         ref, properties = reader.read_seg(join(reference_folder, f))
         spacing = properties["spacing"][-(ref.ndim - 1):]
         per_case.append({"reference_file": join(reference_folder, f), "prediction_file": join(prediction_folder, f),
-                         "metrics": label_metrics(pred[0], ref[0], targets, spacing)})
+                         "metrics": label_metrics(pred[0], ref[0], targets, spacing, labels.ignore_label)})
     mean, std, undefined = summarize(per_case)
     foreground = {m: float(np.nanmean([mean[lab][m] for lab in mean])) if mean else math.nan for m in METRICS}
     summary = {"metric_per_case": per_case, "mean": mean, "std": std, "n_undefined": undefined,
                "foreground_mean": foreground,
                "conventions": "Dice/Jaccard from voxel counts; ASD = MedPy asd (prediction -> reference), HD95 = MedPy "
-                              "hd95; NaN where undefined (empty masks), skipped in mean/std."}
+                              "hd95; NaN where undefined (empty masks), skipped in mean/std; voxels of the ignore "
+                              "label in the reference are excluded from every metric (as nnU-Net's compute_metrics)."}
     if output_file is not None:
         with open(output_file, "w", encoding="utf-8") as fh:
             json.dump(summary, fh, indent=2, allow_nan=True)

@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk  # noqa: N813 (the library's usual alias)
 
 from nnunet_pick.demo_data import HIPPOCAMPUS
-from nnunet_pick.evaluation import METRICS, binary_metrics, evaluate_folder
+from nnunet_pick.evaluation import METRICS, binary_metrics, evaluate_folder, label_metrics
 
 
 def squares():
@@ -95,3 +95,65 @@ def test_evaluate_folder_on_real_hippocampus_labels(tmp_path):
     rows = (tmp_path / "summary.csv").read_text(encoding="utf-8").splitlines()
     assert rows[0] == "case,label," + ",".join(METRICS)
     assert len(rows) == 1 + 2 * 2
+
+
+def ignore_label_dataset(folder, cases: list[str]) -> tuple:
+    """A real ignore-label dataset from Hippocampus labels: in each reference the posterior third of the slices is
+    marked "ignore" (label 3), as sparse annotation leaves it. Predictions: the reference shifted by one voxel (real
+    errors everywhere) and, inside the ignored slices, label 1 everywhere (wrong if those voxels were scored)."""
+    ref, pred = folder / "ref", folder / "pred"
+    ref.mkdir()
+    pred.mkdir()
+    for c in cases:
+        img = sitk.ReadImage(str(HIPPOCAMPUS / "labelsTr" / f"{c}.nii.gz"))
+        truth = sitk.GetArrayFromImage(img)
+        band = slice(0, truth.shape[0] // 3)
+        reference = truth.copy()
+        reference[band] = 3
+        prediction = np.roll(truth, 1, axis=1)
+        prediction[band] = 1
+        for array, target in ((reference, ref), (prediction, pred)):
+            out = sitk.GetImageFromArray(array.astype(np.uint8))
+            out.CopyInformation(img)
+            sitk.WriteImage(out, str(target / f"{c}.nii.gz"))
+    dataset_json = {"labels": {"background": 0, "Anterior": 1, "Posterior": 2, "ignore": 3},
+                    "file_ending": ".nii.gz", "channel_names": {"0": "MRI"}, "numTraining": len(cases)}
+    return ref, pred, dataset_json
+
+
+def test_ignore_label_is_excluded_exactly_as_nnunet_does(tmp_path):
+    from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
+    cases = ["hippocampus_004", "hippocampus_006", "hippocampus_014", "hippocampus_015"]
+    ref, pred, dataset_json = ignore_label_dataset(tmp_path, cases)
+    ours = evaluate_folder(str(ref), str(pred), dataset_json)
+    nnunet = compute_metrics_on_folder(str(ref), str(pred), str(tmp_path / "nnunet_summary.json"), SimpleITKIO(),
+                                       ".nii.gz", [1, 2], ignore_label=3, num_processes=1)
+    for mine, theirs in zip(ours["metric_per_case"], nnunet["metric_per_case"], strict=True):
+        assert mine["prediction_file"] == theirs["prediction_file"]
+        for label in (1, 2):
+            assert mine["metrics"][str(label)]["Dice"] == pytest.approx(theirs["metrics"][label]["Dice"], abs=1e-12)
+            assert mine["metrics"][str(label)]["Jaccard"] == pytest.approx(theirs["metrics"][label]["IoU"], abs=1e-12)
+    for label in (1, 2):
+        assert ours["mean"][str(label)]["Dice"] == pytest.approx(nnunet["mean"][label]["Dice"], abs=1e-12)
+    assert ours["foreground_mean"]["Dice"] == pytest.approx(nnunet["foreground_mean"]["Dice"], abs=1e-12)
+    # the ignored band matters: counted as background it would lower label 1's Dice a lot
+    counted = label_metrics(*(sitk.GetArrayFromImage(sitk.ReadImage(str(d / f"{cases[0]}.nii.gz")))
+                              for d in (pred, ref)), [1], (1.0, 1.0, 1.0))
+    assert counted["1"]["Dice"] < ours["metric_per_case"][0]["metrics"]["1"]["Dice"] - 0.1
+
+
+def test_predictions_inside_the_ignored_region_do_not_count_for_surface_distances(tmp_path):
+    """Prediction = reference outside the ignored slices, anything inside them: every metric is perfect."""
+    ref, pred, dataset_json = ignore_label_dataset(tmp_path, ["hippocampus_004"])
+    img = sitk.ReadImage(str(ref / "hippocampus_004.nii.gz"))
+    reference = sitk.GetArrayFromImage(img)
+    prediction = np.where(reference == 3, 1, reference).astype(np.uint8)  # label 1 all over the ignored slices
+    out = sitk.GetImageFromArray(prediction)
+    out.CopyInformation(img)
+    sitk.WriteImage(out, str(pred / "hippocampus_004.nii.gz"))
+    metrics = evaluate_folder(str(ref), str(pred), dataset_json)["metric_per_case"][0]["metrics"]
+    for label in ("1", "2"):
+        assert metrics[label] == {"Dice": 1.0, "Jaccard": 1.0, "ASD_voxel": 0.0, "HD95_voxel": 0.0, "ASD_mm": 0.0,
+                                  "HD95_mm": 0.0}

@@ -188,13 +188,17 @@ def test_pool_combines_both_sources_and_rejects_clashing_ids(tmp_path):
         for i in ids:
             (folder / f"{i}.b2nd").write_bytes(b"")
             (folder / f"{i}.pkl").write_bytes(b"")
-    assert complete_case_folders(["a"], str(cfg), str(unl)) == {"a": str(cfg), "c": str(unl)}
+    assert complete_case_folders(["a"], str(cfg), str(unl), ["c"]) == {"a": str(cfg), "c": str(unl)}
     with pytest.raises(ValueError, match=r"case ids not found: \['z'\]"):
-        complete_case_folders(["z"], str(cfg), str(unl))
+        complete_case_folders(["z"], str(cfg), str(unl), ["c"])
+    with pytest.raises(ValueError, match=r"imagesUnlabeled cases vs .*case ids not found: \['d'\]"):
+        complete_case_folders(["a"], str(cfg), str(unl), ["c", "d"])  # an image not preprocessed yet
     (unl / "a.b2nd").write_bytes(b"")
     (unl / "a.pkl").write_bytes(b"")
     with pytest.raises(ValueError, match="both unlabeled cases of splits_final.json"):
-        complete_case_folders(["a"], str(cfg), str(unl))
+        complete_case_folders(["a"], str(cfg), str(unl), ["a", "c"])
+    # a preprocessed case without its image in imagesUnlabeled is not part of the pool
+    assert complete_case_folders([], str(cfg), str(unl), ["c"]) == {"c": str(unl)}
 
 
 def test_outside_mask_marker_is_recovered_from_zero_voxels():
@@ -225,7 +229,8 @@ def test_a_large_pool_is_listed_not_read(hippocampus, tmp_path, monkeypatch):
     monkeypatch.setattr(nnunet_pick.unlabeled.dataset, "load_pickle", lambda p: opened.append(p) or
                         real_load_pickle(p))
 
-    case_folders = complete_case_folders([], str(hippocampus / "nnUNetPlans_2d"), str(pool))
+    case_folders = complete_case_folders([], str(hippocampus / "nnUNetPlans_2d"), str(pool),
+                                         [f"case_{i:05d}" for i in range(3000)])
     assert len(case_folders) == 3000
     dataset = nnUNetDatasetUnlabeled(case_folders)
     label_manager = LabelManager({"background": 0, "Anterior": 1, "Posterior": 2}, regions_class_order=None)
@@ -246,7 +251,9 @@ def test_no_unlabeled_data_at_all_says_how_to_add_some(hippocampus, tmp_path, mo
     shutil.copytree(hippocampus / "nnUNetPlans_2d", pre / "nnUNetPlans_2d")
     (pre / "splits_final.json").write_text(json.dumps([{"train": FOLD0["train"], "val": FOLD0["val"]}]),
                                           encoding="utf-8")
-    (tmp_path / "raw" / hippocampus.name).mkdir(parents=True)  # no imagesUnlabeled
+    raw = tmp_path / "raw" / hippocampus.name
+    for sub in ("imagesTr", "labelsTr"):  # no imagesUnlabeled
+        shutil.copytree(hippocampus.parent.parent / "nnUNet_raw" / hippocampus.name / sub, raw / sub)
     monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "pre"))
     monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
     monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))

@@ -9,6 +9,10 @@ LR, validation, checkpoints, ``--c``, final validation and ``summary.json``. Wha
   in every epoch, unlabeled branches (Eq. 10) after the warm-up epochs, each branch back-propagated on its own;
 - PICK's curves in the log and ``progress.png``, and a PNG of the MIM branch on an unlabeled patch;
 - progress lines while it trains (:class:`~nnunet_pick.training.progress_lines.TrainingProgressMixin`).
+- start-up checks of the raw files it trains on (:meth:`nnUNetTrainerPICK.check_input_files`: complete, finite,
+  declared labels), an unlabeled pool that is what ``imagesUnlabeled`` holds now, a ``--c`` / ``--val`` that refuses a
+  checkpoint trained with other plans (:meth:`nnUNetTrainerPICK.load_checkpoint`), and skipped-step warnings that name
+  the cases of the step.
 
 PICK settings are attributes set in ``__init__``; a subclass overrides them after ``super().__init__``.
 """
@@ -42,6 +46,8 @@ from nnunet_pick.losses import auxiliary_target, masked_l1_loss, paste_reconstru
 from nnunet_pick.masking import MASKING_STRATEGIES, apply_mask, compute_mask, pseudo_label, with_startup_blocks
 from nnunet_pick.network import PICKNetwork
 from nnunet_pick.training import pretrained as _pretrained
+from nnunet_pick.training.batch_cases import CaseRecordingLoader, case_ids
+from nnunet_pick.training.checkpoint_plans import plans_differences, refuse_changed_plans
 from nnunet_pick.training.mim_figure import save_mim_figure
 from nnunet_pick.training.progress import PICK_CURVES, PICKLocalLogger
 from nnunet_pick.training.progress_lines import TrainingProgressMixin
@@ -49,14 +55,15 @@ from nnunet_pick.training.schedule import sigmoid_rampup, unlabeled_start_epoch
 from nnunet_pick.unlabeled.dataset import nnUNetDatasetUnlabeled
 from nnunet_pick.unlabeled.pool import (
     complete_case_folders,
-    has_complete_preprocessing,
     list_raw_unlabeled_cases,
     preprocessed_unlabeled_folder,
+    preprocessing_state,
     raw_unlabeled_folder,
     unlabeled_ids_from_split,
 )
 from nnunet_pick.unlabeled.preprocess import preprocess_unlabeled
 from nnunet_pick.unlabeled.transforms import OutsideMaskFromZeroImageTransform
+from nnunet_pick.unlabeled.validate import check_unlabeled_folder, integrity_cache_file, raise_if_problems
 
 # nnUNetv2_train -pretrained_weights <plain nnU-Net checkpoint> must load into the PICK network (see the module)
 _pretrained.install()
@@ -121,12 +128,45 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
         # a step whose loss or gradient is not finite is skipped; this many in a row stop training
         self.max_nonfinite_steps_in_a_row = 5
         self._nonfinite_in_a_row = 0
+        self._labeled_cases: list[str] | None = None  # case ids of the current step's labeled batch
 
         self.logger.local_logger = PICKLocalLogger()
         self.dataloader_unlabeled = None
         self.unlabeled_case_folders: dict[str, str] = {}
         self.aux_loss: nn.Module | None = None
         self._batch_dim_dynamic = False  # set in on_train_start; see _forward
+
+    # ------------------------------------------------------------------ which cases a step used (issue 11)
+    @property
+    def dataloader_unlabeled(self):
+        """The unlabeled batch iterator, wrapped so that it remembers the case ids of its last batch
+        (:class:`~nnunet_pick.training.batch_cases.CaseRecordingLoader`); assign any batch iterator."""
+        return self._dataloader_unlabeled
+
+    @dataloader_unlabeled.setter
+    def dataloader_unlabeled(self, loader) -> None:
+        if loader is not None and not isinstance(loader, CaseRecordingLoader):
+            loader = CaseRecordingLoader(loader)
+        self._dataloader_unlabeled = loader
+
+    def _cases_of_this_step(self) -> str:
+        """"labeled [...], unlabeled [...]" for the step being run, over all DDP ranks (called on every rank)."""
+        unlabeled = None if self.is_warmup_epoch() or self.dataloader_unlabeled is None \
+            else self.dataloader_unlabeled.last_cases
+        mine = (self._labeled_cases, unlabeled)
+        if self.is_ddp:
+            gathered = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, mine)
+        else:
+            gathered = [mine]
+
+        def join_cases(part: int) -> str:
+            if part == 1 and self.is_warmup_epoch():
+                return "none (warm-up)"
+            ids = [c for g in gathered for c in (g[part] or [])]
+            return str(ids) if ids else "unknown (the batch carries no case ids)"
+
+        return f"labeled {join_cases(0)}, unlabeled {join_cases(1)}"
 
     # ------------------------------------------------------------------ settings
     @property
@@ -220,27 +260,132 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
         return preprocessed_unlabeled_folder(self.preprocessed_dataset_folder_base,
                                              self.configuration_manager.data_identifier)
 
+    def _raw_dataset_folder(self) -> str:
+        """``$nnUNet_raw/DatasetXXX_Name``, which the start-up checks and the unlabeled pool are built from.
+
+        Raises:
+            FileNotFoundError: if ``nnUNet_raw`` is not set or the dataset is not in it.
+        """
+        name = self.plans_manager.dataset_name
+        folder = join(nnUNet_raw.get(), name) if nnUNet_raw.is_set() else None
+        if folder is None or not os.path.isdir(folder):
+            raise FileNotFoundError(
+                f"The raw dataset {name} is not available ({'nnUNet_raw is not set' if folder is None else folder} "
+                f"not found). nnUNetTrainerPICK checks the labeled files and builds its unlabeled pool from "
+                f"$nnUNet_raw/{name} (imagesTr, labelsTr, imagesUnlabeled) when training starts: set nnUNet_raw to "
+                f"the folder that holds {name}.")
+        return folder
+
     def _raw_unlabeled_cases(self) -> dict[str, list[str]]:
-        if not nnUNet_raw.is_set():
-            return {}
-        folder = raw_unlabeled_folder(join(nnUNet_raw.get(), self.plans_manager.dataset_name))
+        folder = raw_unlabeled_folder(self._raw_dataset_folder())
         return list_raw_unlabeled_cases(folder, self.dataset_json["file_ending"])
 
+    # ------------------------------------------------------------------ start-up checks (issue 11)
+    def check_input_files(self) -> None:
+        """Refuse to start on raw files that would be trained on wrongly; runs before anything is written.
+
+        The same :func:`~nnunet_pick.unlabeled.validate.check_unlabeled_folder` as
+        ``nnUNetv2_pick_preprocess_unlabeled`` (so both accept exactly the same pool, with the same messages), plus
+        the completeness of every labeled image and label file (nnU-Net's ``--verify_dataset_integrity`` accepts a
+        ``.nii.gz`` cut short, which SimpleITK reads with zeros for the missing part). Files unchanged since they
+        last passed are not decoded again (:mod:`nnunet_pick.integrity`). Under DDP rank 0 checks first, then the
+        other ranks (from the cache).
+
+        Raises:
+            ValueError: listing every problem, each with the file and the fix.
+            FileNotFoundError: if the raw dataset is not available.
+        """
+        raw = self._raw_dataset_folder()
+
+        def check() -> None:
+            result = check_unlabeled_folder(raw, self.dataset_json, check_labeled=True,
+                                            cache_file=integrity_cache_file(self.preprocessed_dataset_folder_base))
+            raise_if_problems(result, raw)
+            if self.local_rank == 0:
+                for warning in result.warnings:
+                    self.print_to_log_file(f"WARNING: {warning}")
+
+        if self.local_rank == 0:
+            check()
+        if self.is_ddp:
+            dist.barrier()
+        if self.local_rank != 0:
+            check()
+
     def ensure_unlabeled_preprocessed(self) -> None:
-        """Preprocess ``imagesUnlabeled`` if any case is missing (rank 0 only; other ranks wait)."""
+        """Preprocess the ``imagesUnlabeled`` cases not yet preprocessed, or changed since (rank 0; others wait).
+
+        Runs after :meth:`check_input_files`, which has checked the folder already.
+        """
         raw_cases = self._raw_unlabeled_cases()
-        missing = bool(raw_cases) and not has_complete_preprocessing(raw_cases, self.unlabeled_preprocessed_folder)
-        if missing and self.local_rank == 0:
+        _, todo, _ = preprocessing_state(raw_cases, self.unlabeled_preprocessed_folder)
+        if todo and self.local_rank == 0:
             self.print_to_log_file(
-                f"Unlabeled images of imagesUnlabeled are not (all) preprocessed for configuration "
+                f"{len(todo)} image(s) of imagesUnlabeled are not preprocessed (or changed since) for configuration "
                 f"{self.configuration_name!r}: running nnUNetv2_pick_preprocess_unlabeled -d "
                 f"{self.plans_manager.dataset_name} -c {self.configuration_name} -p {self.plans_manager.plans_name}"
                 f" now, into {self.unlabeled_preprocessed_folder}")
             done = preprocess_unlabeled(self.plans_manager.dataset_name, self.configuration_name,
-                                        self.plans_manager.plans_name)
+                                        self.plans_manager.plans_name, check=False)
             self.print_to_log_file(f"Preprocessed {len(done)} unlabeled cases.")
         if self.is_ddp:
             dist.barrier()
+
+    def unlabeled_pool(self) -> dict[str, str]:
+        """Case id -> preprocessed folder of this fold's unlabeled pool: the fold's ``"unlabeled"`` ids plus the cases
+        of ``imagesUnlabeled`` as the folder is now. Preprocessed cases of images no longer in ``imagesUnlabeled`` are
+        left out, and the log says which.
+
+        Raises:
+            ValueError: if this fold has no unlabeled data (with how to add some), or the split is invalid.
+        """
+        split_ids = self._split_unlabeled_ids()
+        raw_cases = self._raw_unlabeled_cases()
+        _, _, orphaned = preprocessing_state(raw_cases, self.unlabeled_preprocessed_folder)
+        if orphaned:
+            self.print_to_log_file(
+                f"Ignored {len(orphaned)} preprocessed unlabeled case(s) in {self.unlabeled_preprocessed_folder} whose "
+                f"image is no longer in imagesUnlabeled: {orphaned[:20]}{' ...' if len(orphaned) > 20 else ''}")
+        pool = complete_case_folders(split_ids, self.preprocessed_dataset_folder, self.unlabeled_preprocessed_folder,
+                                     raw_cases)
+        if not pool:
+            raise ValueError(
+                f"No unlabeled data for {self.plans_manager.dataset_name} fold {self.fold}. Add images to "
+                f"$nnUNet_raw/{self.plans_manager.dataset_name}/imagesUnlabeled/ as {{CASE}}_{{XXXX}}"
+                f"{self.dataset_json['file_ending']}, or list imagesTr cases under \"unlabeled\" in this fold of "
+                f"{join(self.preprocessed_dataset_folder_base, 'splits_final.json')}. To train on labeled data only "
+                f"on purpose, use -tr nnUNetTrainer.")
+        self.print_to_log_file(
+            f"PICK unlabeled pool: {len(pool)} cases ({len(split_ids)} from splits_final.json 'unlabeled', "
+            f"{len(pool) - len(split_ids)} from imagesUnlabeled)")
+        return pool
+
+    # ------------------------------------------------------------------ checkpoint loading (issue 11)
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        """nnU-Net's ``load_checkpoint``, after checking that the checkpoint was trained with the current plans.
+
+        ``--c`` and ``--val`` otherwise either fail with a page of state-dict size mismatches (a changed feature
+        list) or, where shapes still match (a changed activation or normalisation), silently continue with another
+        network and rewrite the results folder's ``plans.json``.
+
+        Raises:
+            ValueError: naming every plans entry that differs and what to do; raised before the weights are loaded
+                and before anything is written.
+        """
+        if isinstance(filename_or_checkpoint, str):
+            # memory-mapped: only the small init_args are actually read here; nnU-Net's load reads the rest
+            checkpoint = torch.load(filename_or_checkpoint, map_location="cpu", weights_only=False, mmap=True)
+        else:
+            checkpoint = filename_or_checkpoint
+        saved_plans = checkpoint.get("init_args", {}).get("plans")
+        if saved_plans is not None:
+            differences = plans_differences(saved_plans, self.plans_manager.plans, self.configuration_name)
+            if differences:
+                refuse_changed_plans(differences, str(filename_or_checkpoint) if isinstance(
+                    filename_or_checkpoint, str) else "the checkpoint", self.plans_manager.plans_name,
+                    self.preprocessed_dataset_folder_base, self.output_folder_base, self.configuration_name)
+        del checkpoint
+        super().load_checkpoint(filename_or_checkpoint)
 
     def _split_unlabeled_ids(self) -> list[str]:
         """``"unlabeled"`` ids of this fold in ``splits_final.json`` (checked against its train and val ids)."""
@@ -271,21 +416,8 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
         Raises:
             ValueError: if this fold has no unlabeled data (with how to add some).
         """
-        split_ids = self._split_unlabeled_ids()
-        self.unlabeled_case_folders = complete_case_folders(split_ids, self.preprocessed_dataset_folder,
-                                                            self.unlabeled_preprocessed_folder)
         if not self.unlabeled_case_folders:
-            raise ValueError(
-                f"No unlabeled data for {self.plans_manager.dataset_name} fold {self.fold}. Add images to "
-                f"$nnUNet_raw/{self.plans_manager.dataset_name}/imagesUnlabeled/ as {{CASE}}_{{XXXX}}"
-                f"{self.dataset_json['file_ending']}, or list imagesTr cases under \"unlabeled\" in this fold of "
-                f"{join(self.preprocessed_dataset_folder_base, 'splits_final.json')}. To train on labeled data only "
-                f"on purpose, use -tr nnUNetTrainer.")
-        n_split = len(split_ids)
-        self.print_to_log_file(
-            f"PICK unlabeled pool: {len(self.unlabeled_case_folders)} cases ({n_split} from splits_final.json "
-            f"'unlabeled', {len(self.unlabeled_case_folders) - n_split} from imagesUnlabeled)")
-
+            self.unlabeled_case_folders = self.unlabeled_pool()
         rotation_for_da, do_dummy_2d_data_aug, initial_patch_size, mirror_axes = \
             self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
         transforms = self.get_training_transforms(
@@ -313,12 +445,16 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
         return augmenter
 
     def get_dataloaders(self):
+        # the pool first: a refusal (no unlabeled data, a bad split) is then the last thing the user sees, not buried
+        # under the tracebacks of nnU-Net's labeled data-loader workers shutting down
+        self.unlabeled_case_folders = self.unlabeled_pool()
         dataloader_train, dataloader_val = super().get_dataloaders()
         self.dataloader_unlabeled = self.get_unlabeled_dataloader()
         return dataloader_train, dataloader_val
 
     # ------------------------------------------------------------------ training loop hooks
     def on_train_start(self) -> None:
+        self.check_input_files()
         self.ensure_unlabeled_preprocessed()
         super().on_train_start()
         self._batch_dim_dynamic = self._unlabeled_batch_size_this_rank() != self.batch_size
@@ -334,7 +470,7 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
             # nnU-Net's loop has advanced current_epoch past the last epoch it trained
             self.save_mim_figure(join(self.output_folder, "mim_final.png"), self.current_epoch - 1, final=True)
         super().on_train_end()
-        if isinstance(self.dataloader_unlabeled, NonDetMultiThreadedAugmenter):
+        if isinstance(getattr(self.dataloader_unlabeled, "loader", None), NonDetMultiThreadedAugmenter):
             self.dataloader_unlabeled._finish()
         self.dataloader_unlabeled = None
 
@@ -356,6 +492,7 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
             as numpy scalars; unlabeled terms are NaN in warm-up epochs.
         """
         warmup = self.is_warmup_epoch()
+        self._labeled_cases = case_ids(batch)  # named if the step is skipped (_count_skipped_step)
         data = batch["data"].to(self.device, non_blocking=True)
         target = batch["target"]
         target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
@@ -428,7 +565,7 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
         self.print_to_log_file(
             f"WARNING: non-finite loss or gradient in epoch {self.current_epoch} (L = {total}; terms "
             f"{ {k: float(v) for k, v in values.items()} }): optimizer step skipped "
-            f"({self._nonfinite_in_a_row} in a row)")
+            f"({self._nonfinite_in_a_row} in a row). Cases of this step: {self._cases_of_this_step()}")
         if self._nonfinite_in_a_row >= self.max_nonfinite_steps_in_a_row:
             raise RuntimeError(
                 f"{self._nonfinite_in_a_row} training steps in a row had a non-finite loss or gradient (epoch "

@@ -123,36 +123,64 @@ def check_ids_exist(ids: Iterable[str], available: Sequence[str], *, where: str,
         raise ValueError(f"{where}: case ids not found: {shown}{more}. {fix}")
 
 
+def preprocessing_state(raw_cases: dict[str, list[str]], folder: str) -> tuple[list[str], list[str], list[str]]:
+    """Compare the cases of ``imagesUnlabeled`` with what is preprocessed in ``folder``.
+
+    Args:
+        raw_cases: case id -> channel files (:func:`list_raw_unlabeled_cases`).
+        folder: the preprocessed unlabeled folder (may not exist).
+
+    Returns:
+        ``(up_to_date, to_do, orphaned)``: raw cases whose preprocessed ``.pkl`` is at least as new as every one of
+        their image files; raw cases not preprocessed yet or whose image changed since (newer modification time: the
+        preprocessed case is redone); preprocessed cases whose image is no longer in ``imagesUnlabeled`` (never
+        trained on; the files are left on disk).
+    """
+    done = set(list_preprocessed_cases(folder))
+    up_to_date, to_do = [], []
+    for case, files in raw_cases.items():
+        if case in done and os.stat(join(folder, case + ".pkl")).st_mtime_ns >= max(
+                os.stat(f).st_mtime_ns for f in files):
+            up_to_date.append(case)
+        else:
+            to_do.append(case)
+    orphaned = sorted(done - set(raw_cases))
+    return up_to_date, to_do, orphaned
+
+
 def complete_case_folders(unlabeled_from_split: Sequence[str], configuration_folder: str,
-                          unlabeled_folder: str) -> dict[str, str]:
+                          unlabeled_folder: str, raw_unlabeled_ids: Iterable[str]) -> dict[str, str]:
     """Case id -> preprocessed folder for the whole unlabeled pool of a fold.
+
+    The pool is exactly the fold's ``"unlabeled"`` ids plus the cases of ``imagesUnlabeled`` as the folder is now
+    (``raw_unlabeled_ids``); preprocessed cases of images no longer there are not part of it.
 
     Args:
         unlabeled_from_split: ``"unlabeled"`` ids of the fold (cases of ``imagesTr``).
         configuration_folder: the configuration's preprocessed folder (``.../nnUNetPlans_3d_fullres``).
         unlabeled_folder: the preprocessed ``imagesUnlabeled`` folder (may not exist).
+        raw_unlabeled_ids: the case ids of ``imagesUnlabeled`` (checked and preprocessed before this is called).
 
     Raises:
-        ValueError: if a split id is not preprocessed, or an id exists in both sources.
+        ValueError: if a split id or an ``imagesUnlabeled`` case is not preprocessed, or an id is in both sources.
     """
+    raw_unlabeled_ids = sorted(raw_unlabeled_ids)
     if unlabeled_from_split:
         check_ids_exist(
             unlabeled_from_split, list_preprocessed_cases(configuration_folder),
             where=f"'unlabeled' ids of splits_final.json vs {configuration_folder}",
             fix="Ids under 'unlabeled' must be training cases of imagesTr, preprocessed with "
                 "nnUNetv2_plan_and_preprocess (or nnUNetv2_preprocess) for this configuration.")
+    if raw_unlabeled_ids:
+        check_ids_exist(
+            raw_unlabeled_ids, list_preprocessed_cases(unlabeled_folder),
+            where=f"{RAW_UNLABELED_FOLDER} cases vs {unlabeled_folder}",
+            fix="Run nnUNetv2_pick_preprocess_unlabeled for this configuration (the PICK trainer runs it itself).")
     pool = {i: configuration_folder for i in unlabeled_from_split}
-    clashes = sorted(set(pool) & set(list_preprocessed_cases(unlabeled_folder)))
+    clashes = sorted(set(pool) & set(raw_unlabeled_ids))
     if clashes:
         raise ValueError(
             f"Case ids {clashes} are both unlabeled cases of splits_final.json (imagesTr) and cases of "
             f"imagesUnlabeled ({unlabeled_folder}). Rename the imagesUnlabeled files so every case id is unique.")
-    pool.update({i: unlabeled_folder for i in list_preprocessed_cases(unlabeled_folder)})
+    pool.update({i: unlabeled_folder for i in raw_unlabeled_ids})
     return dict(sorted(pool.items()))
-
-
-def has_complete_preprocessing(raw_cases: Iterable[str], unlabeled_folder: str) -> bool:
-    """True if every raw ``imagesUnlabeled`` case has a complete preprocessed counterpart."""
-    done = set(list_preprocessed_cases(unlabeled_folder))
-    return all(c in done for c in raw_cases)
-

@@ -1,10 +1,13 @@
-"""Check an ``imagesUnlabeled`` folder against its dataset before anything is written.
+"""Check an ``imagesUnlabeled`` folder (and, for the trainer, the labeled training files) before anything is written.
 
 Every problem is collected and reported at once (``ValueError`` from :func:`raise_if_problems`), each naming the
 file and the fix. Image headers are read with SimpleITK (``ReadImageInformation``: header only, no voxel data) for
 every file; when SimpleITK cannot read the dataset's format at all, the header checks are skipped (nnU-Net's own
 reader reports such files when preprocessing). Large spacing or orientation differences from ``imagesTr`` are
-warnings, not errors: nnU-Net's preprocessing resamples to the plans' spacing anyway.
+warnings, not errors: nnU-Net's preprocessing resamples to the plans' spacing anyway. Every image that passes these
+checks is then decoded completely (:mod:`nnunet_pick.integrity`: no file cut short, no NaN / Inf voxels), once per
+file version. ``nnUNetv2_pick_preprocess_unlabeled`` and the PICK trainer run the same :func:`check_unlabeled_folder`,
+so they accept exactly the same pool with the same messages.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from os.path import isdir, join
 import numpy as np
 import SimpleITK as sitk  # noqa: N813 (the library's usual alias)
 
+from nnunet_pick.integrity import CACHE_FILE_NAME, FileCheckCache, check_image_files
 from nnunet_pick.unlabeled.pool import RAW_UNLABELED_FOLDER, list_raw_unlabeled_cases
 
 SPACING_WARNING_RATIO = 2.0
@@ -39,21 +43,91 @@ def _header(path: str) -> tuple[int, int, tuple[float, ...], tuple[float, ...]]:
             tuple(reader.GetDirection()))
 
 
-def check_unlabeled_folder(raw_dataset_folder: str, dataset_json: dict) -> PoolCheck:
+def integrity_cache_file(preprocessed_dataset_folder_base: str) -> str:
+    """Where the results of :mod:`nnunet_pick.integrity` are kept: ``$nnUNet_preprocessed/DatasetXXX/`` +
+    :data:`~nnunet_pick.integrity.CACHE_FILE_NAME`."""
+    return join(preprocessed_dataset_folder_base, CACHE_FILE_NAME)
+
+
+def check_unlabeled_folder(raw_dataset_folder: str, dataset_json: dict, *, cache_file: str | None = None,
+                           check_labeled: bool = False, num_threads: int | None = None) -> PoolCheck:
     """Check ``imagesUnlabeled`` of a raw dataset: names, file endings, channel files, readability, dimensionality
-    and components against ``imagesTr``, id clashes with ``imagesTr``; spacing / orientation differences warn.
+    and components against ``imagesTr``, id clashes with ``imagesTr``, complete and finite voxel data
+    (:func:`nnunet_pick.integrity.check_image_file`); spacing / orientation differences warn.
 
     Args:
         raw_dataset_folder: ``$nnUNet_raw/DatasetXXX_Name``.
         dataset_json: its ``dataset.json``.
+        cache_file: JSON cache of files that passed the integrity check before (:func:`integrity_cache_file`); it is
+            written only when there is no error at all. None checks every file.
+        check_labeled: also check every image and label file of the labeled training cases (``imagesTr`` /
+            ``labelsTr``, or ``dataset.json``'s ``dataset`` key) for completeness, and that every label file holds
+            only values ``dataset.json`` declares: the PICK trainer's start-up check.
+        num_threads: parallel integrity checks (default: nnU-Net's ``default_num_processes``).
 
     Returns:
-        :class:`PoolCheck` (empty if the folder is absent).
+        :class:`PoolCheck` (no ``imagesUnlabeled`` checks if the folder is absent).
     """
     result = PoolCheck()
     folder = join(raw_dataset_folder, RAW_UNLABELED_FOLDER)
-    if not isdir(folder):
-        return result
+    unlabeled_files = _check_names_and_headers(folder, raw_dataset_folder, dataset_json, result) if isdir(folder) \
+        else []
+    labeled_files: dict[str, str] = {}  # image or label file -> its case
+    label_files: set[str] = set()
+    if check_labeled and "dataset" not in dataset_json and not isdir(join(raw_dataset_folder, "imagesTr")):
+        result.errors.append(f"{join(raw_dataset_folder, 'imagesTr')}: not found; the labeled images this dataset "
+                             f"was preprocessed from belong there (with labelsTr beside it)")
+    elif check_labeled:
+        from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
+
+        for case, entry in get_filenames_of_train_images_and_targets(raw_dataset_folder, dict(dataset_json)).items():
+            for path in entry["images"]:
+                labeled_files[path] = case
+            labeled_files[entry["label"]] = case
+            label_files.add(entry["label"])
+    cache = FileCheckCache(cache_file)
+    problems, values = check_image_files([*unlabeled_files, *labeled_files], cache, num_threads,
+                                         reader_class=_reader_class(dataset_json), segmentations=label_files)
+    for path in unlabeled_files:
+        if path in problems:
+            result.errors.append(f"{path}: {problems[path]}; replace it with a complete, valid copy or remove it from "
+                                 f"{RAW_UNLABELED_FOLDER}")
+    for path, case in labeled_files.items():
+        if path in problems:
+            result.errors.append(
+                f"{path} (labeled case {case}): {problems[path]}; replace it with a complete, valid copy, then re-run "
+                f"nnUNetv2_plan_and_preprocess for this dataset (its preprocessed case was made from this file)")
+    if label_files:
+        from nnunetv2.utilities.label_handling.label_handling import LabelManager
+
+        declared = set(LabelManager(dataset_json["labels"], dataset_json.get("regions_class_order")).all_labels)
+        for path in sorted(values):
+            undeclared = sorted(set(values[path]) - declared)
+            if undeclared:
+                result.errors.append(
+                    f"{path} (labeled case {labeled_files[path]}): label value(s) {undeclared} are not declared in "
+                    f"dataset.json 'labels' (declared: {sorted(declared)}); nnU-Net's loss would fail on them in the "
+                    f"first epochs ('index out of bounds'). Correct the file or declare the label, then re-run "
+                    f"nnUNetv2_plan_and_preprocess")
+    if not result.errors:
+        cache.save()
+    return result
+
+
+def _reader_class(dataset_json: dict):
+    """The dataset's nnU-Net reader/writer class (for non-NIfTI files), or None if nnU-Net has none for it."""
+    from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
+
+    try:
+        return determine_reader_writer_from_dataset_json(dataset_json, None, verbose=False)
+    except RuntimeError:
+        return None
+
+
+def _check_names_and_headers(folder: str, raw_dataset_folder: str, dataset_json: dict, result: PoolCheck) -> list[str]:
+    """Name, channel, header and id checks of ``imagesUnlabeled`` into ``result``; returns the image files whose
+    voxel data is to be checked next (those whose header was fine or could not be compared)."""
+    to_decode: list[str] = []
     ending = dataset_json["file_ending"]
     n_channels = len(dataset_json["channel_names"])
     pattern = re.compile(r"(.+)_(\d{4})" + re.escape(ending))
@@ -101,8 +175,11 @@ def check_unlabeled_folder(raw_dataset_folder: str, dataset_json: dict) -> PoolC
                 if reference is not None:
                     result.errors.append(f"{path}: cannot be read as an image ({str(e).strip().splitlines()[-1]}); "
                                          f"replace or remove it")
+                else:
+                    to_decode.append(path)  # SimpleITK cannot read this format: nnU-Net's reader decodes it
                 continue
             if reference is None:
+                to_decode.append(path)
                 continue
             ref_dim, ref_comps, ref_spacing, ref_direction = reference
             if dim != ref_dim or comps != ref_comps:
@@ -116,7 +193,8 @@ def check_unlabeled_folder(raw_dataset_folder: str, dataset_json: dict) -> PoolC
                                        f"{ratio:.1f}x (it is resampled to the plans' spacing)")
             if not np.allclose(direction, ref_direction, atol=1e-3):
                 result.warnings.append(f"{path}: orientation differs from imagesTr's (nnU-Net does not reorient)")
-    return result
+            to_decode.append(path)
+    return to_decode
 
 
 def raise_if_problems(check: PoolCheck, folder: str) -> None:

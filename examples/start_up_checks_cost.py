@@ -81,9 +81,11 @@ def main() -> None:
     dirs = {k: workdir / k for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **{k: str(v) for k, v in dirs.items()}, "nnUNet_compile": "f", "nnUNet_n_proc_DA": "0",
+    env = {**os.environ, **{k: str(v) for k, v in dirs.items()}, "nnUNet_compile": "f",
            "nnUNet_def_n_proc": str(args.np)}
-    timed_env = dict(env, PYTHONPATH=os.pathsep.join(filter(None, [args.code, os.environ.get("PYTHONPATH")])))
+    # the trainer's data loaders in its own process (nnU-Net's planning needs nnUNet_n_proc_DA > 0: set it here only)
+    timed_env = dict(env, nnUNet_n_proc_DA="0",
+                     PYTHONPATH=os.pathsep.join(filter(None, [args.code, os.environ.get("PYTHONPATH")])))
     raw = dirs["nnUNet_raw"] / DATASET_NAME
     pre = dirs["nnUNet_preprocessed"] / DATASET_NAME
     ids = sorted(p.name[:-len(".nii.gz")] for p in (HIPPOCAMPUS / "labelsTr").glob("*.nii.gz"))

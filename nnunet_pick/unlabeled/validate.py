@@ -100,7 +100,8 @@ def check_unlabeled_folder(raw_dataset_folder: str, dataset_json: dict, *, cache
     if label_files:
         from nnunetv2.utilities.label_handling.label_handling import LabelManager
 
-        declared = set(LabelManager(dataset_json["labels"], dataset_json.get("regions_class_order")).all_labels)
+        labels = LabelManager(dataset_json["labels"], dataset_json.get("regions_class_order"))
+        declared = {int(v) for v in labels.all_labels}
         for path in sorted(values):
             undeclared = sorted(set(values[path]) - declared)
             if undeclared:

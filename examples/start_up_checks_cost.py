@@ -15,7 +15,10 @@ preprocessing the pool would write. Then, each in a fresh interpreter, with noth
   one unlabeled batch;
 
 both "cold" (no cache of earlier checks: every file is decoded) and "warm" (second run: unchanged files are not
-decoded again). ``--code DIR`` puts DIR first on PYTHONPATH of those processes, e.g. an export of an earlier version
+decoded again). Each row gives the wall time and the CPU time (user + system of the process, its threads and its
+workers): on a machine shared with other work the CPU time is the figure to compare. The trainer row's wall time
+is measured inside the process from before its imports to the first unlabeled batch. ``--code DIR`` puts DIR first
+on PYTHONPATH of those processes, e.g. an export of an earlier version
 (``git archive <commit> nnunet_pick trainers | tar -x -C DIR``) to measure "before".
 """
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -61,13 +65,15 @@ print(json.dumps({"pool": pool, "seconds": seconds}))
 """
 
 
-def timed(args: list[str], env: dict) -> tuple[float, str]:
-    t0 = time.perf_counter()
+def timed(args: list[str], env: dict) -> tuple[tuple[float, float], str]:
+    """Run a command; returns ((wall seconds, CPU seconds of it and its children), stdout). The CPU time (user +
+    system, all threads and worker processes) is the figure to compare on a machine shared with other work."""
+    t0, c0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(args, env=env, capture_output=True, encoding="utf-8", errors="replace")
-    seconds = time.perf_counter() - t0
+    seconds, c1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
-    return seconds, proc.stdout
+    return (seconds, (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)), proc.stdout
 
 
 def main() -> None:
@@ -136,15 +142,15 @@ def main() -> None:
     for what in ("cold", "warm"):
         if what == "cold":
             (pre / CACHE).unlink(missing_ok=True)
-        _, stdout = timed([sys.executable, "-c", START_UP, DATASET_NAME], timed_env)
+        (_, cpu), stdout = timed([sys.executable, "-c", START_UP, DATASET_NAME], timed_env)
         result = json.loads(stdout.strip().splitlines()[-1])
         if result["pool"] != args.size:
             raise SystemExit(f"the trainer saw {result['pool']} unlabeled cases, expected {args.size}")
-        rows[f"trainer start-up, {what}"] = result["seconds"]
+        rows[f"trainer start-up, {what}"] = (result["seconds"], cpu)
     print(f"pool of {args.size} unlabeled cases (+{NUM_LABELED} labeled), -np {args.np}, code: "
-          f"{args.code or 'installed nnunet_pick'}")
-    for k, v in rows.items():
-        print(f"  {k:30s} {v:7.1f} s")
+          f"{args.code or 'installed nnunet_pick'}; load average {os.getloadavg()[0]:.1f}")
+    for k, (wall, cpu) in rows.items():
+        print(f"  {k:30s} wall {wall:7.1f} s   CPU {cpu:7.1f} s")
     print(f"work folder: {workdir}")
 
 

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import blosc2
@@ -77,6 +78,24 @@ def run(launcher: Path, env: dict, interrupt: str, num_processes: int, log) -> i
     finally:
         with contextlib.suppress(ProcessLookupError):  # leave no worker behind
             os.killpg(proc.pid, signal.SIGKILL)
+        wait_until_group_is_gone(proc.pid)
+
+
+def wait_until_group_is_gone(pgid: int, timeout: float = 120) -> None:
+    """Wait until every process of the group has exited (zombies count as exited: they hold no locks). A killed
+    worker on a loaded machine can outlive its main process by seconds, holding its attempt's lock until it exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = False
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == pgid and fields[0] != "Z":
+                    alive = True
+                    break
+        if not alive:
+            return
+        time.sleep(0.2)
 
 
 def test_interrupted_preprocessing_never_blocks_the_next_run(hippocampus, nnunet_dirs, tmp_path, monkeypatch):

@@ -25,14 +25,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-tr", default="nnUNetTrainerPICK", help="trainer (default nnUNetTrainerPICK)")
     parser.add_argument("-p", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
     parser.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint name (default checkpoint_final.pth)")
-    parser.add_argument("-n", type=int, default=10, help="K: cases whose segmentation and figure are written (10)")
+    parser.add_argument("-n", type=int, default=10, help="K: cases written with segmentation and figure (default: 10)")
     parser.add_argument("-o", default=None, help="output folder, empty or new (default: pick_suggestions in the "
                                                  "current folder)")
     parser.add_argument("--cases", nargs="+", default=None,
                         help="score only these unlabeled case ids (default: the whole pool)")
-    parser.add_argument("-device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("-device", default="cpu", choices=("cpu", "cuda"), help="device (default: cpu)")
     parser.add_argument("--disable_tta", action="store_true", help="no test-time mirroring (as nnUNetv2_predict)")
-    parser.add_argument("--step_size", type=float, default=0.5, help="sliding-window step (nnU-Net's 0.5)")
+    parser.add_argument("--step_size", type=float, default=0.5, help="sliding-window step (default: 0.5, nnU-Net's)")
     args = parser.parse_args(argv)
 
     from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw

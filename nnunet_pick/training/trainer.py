@@ -391,7 +391,12 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
         """``"unlabeled"`` ids of this fold in ``splits_final.json`` (checked against its train and val ids)."""
         if self.fold == "all":
             return []
-        splits = load_json(join(self.preprocessed_dataset_folder_base, "splits_final.json"))
+        path = join(self.preprocessed_dataset_folder_base, "splits_final.json")
+        if not os.path.isfile(path):
+            # a first training without a splits file: nnU-Net's do_split writes its 5-fold split now (it would a
+            # moment later in get_dataloaders); such folds have no "unlabeled" ids
+            self.do_split()
+        splits = load_json(path)
         if self.fold >= len(splits):
             return []
         return unlabeled_ids_from_split(splits[self.fold], self.fold)

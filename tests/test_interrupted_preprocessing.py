@@ -37,6 +37,9 @@ LAUNCHER = textwrap.dedent("""
 
     import blosc2
 
+    # Ctrl-C as in a terminal: a job started in the background by a non-interactive shell (CI runners, nohup ... &)
+    # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler, so SIGINT would do nothing
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     MODE = os.environ.get("PICK_TEST_INTERRUPT", "")  # SIGNAL:target:case, target = group | self | parent
 
     if MODE:

@@ -207,13 +207,11 @@ def run_scores(fold_folder: str, gt_folder: str, dataset_json: dict) -> dict[str
     """Dice per foreground class (label name -> Dice in [0, 1]) and ``"mean"`` of the final validation,
     computed once by :func:`nnunet_pick.evaluation.evaluate_folder` and cached as ``validation/summary_pick.json``;
     None if the validation has not finished."""
-    from nnunet_pick.evaluation import evaluate_folder
+    from nnunet_pick.benchmark.report import cached_summary
 
-    validation = join(fold_folder, "validation")
-    if not isfile(join(validation, "summary.json")):
+    summary = cached_summary(fold_folder, gt_folder, dataset_json)
+    if summary is None:
         return None
-    cached = join(validation, "summary_pick.json")
-    summary = read_json(cached) if isfile(cached) else evaluate_folder(gt_folder, validation, dataset_json, cached)
     names = {str(v): k for k, v in dataset_json["labels"].items() if isinstance(v, int)}
     scores = {names.get(label, label): values["Dice"] for label, values in summary["mean"].items()}
     scores["mean"] = summary["foreground_mean"]["Dice"]

@@ -49,16 +49,23 @@ class Row:
     values: dict[str, list[float]]
 
 
-def run_scores(fold_folder: str, gt_folder: str, dataset_json: dict) -> dict[str, float] | None:
-    """Foreground-mean scores of one fold's validation, computed once and cached; None if validation is missing."""
+def cached_summary(fold_folder: str, gt_folder: str, dataset_json: dict) -> dict | None:
+    """:func:`~nnunet_pick.evaluation.evaluate_folder` of one fold's validation, computed once and cached as
+    ``validation/summary_pick.json``; None if nnU-Net's validation did not finish."""
     validation = join(fold_folder, "validation")
     cached = join(validation, "summary_pick.json")
     if isfile(cached):
         with open(cached, encoding="utf-8") as f:
-            return json.load(f)["foreground_mean"]
+            return json.load(f)
     if not isfile(join(validation, "summary.json")):  # nnU-Net's validation did not finish
         return None
-    return evaluate_folder(gt_folder, validation, dataset_json, cached)["foreground_mean"]
+    return evaluate_folder(gt_folder, validation, dataset_json, cached)
+
+
+def run_scores(fold_folder: str, gt_folder: str, dataset_json: dict) -> dict[str, float] | None:
+    """Foreground-mean scores of one fold's validation (:func:`cached_summary`); None if validation is missing."""
+    summary = cached_summary(fold_folder, gt_folder, dataset_json)
+    return None if summary is None else summary["foreground_mean"]
 
 
 def collect_runs(results_roots: list[str], dataset_name: str, trainers: list[str], configuration: str,

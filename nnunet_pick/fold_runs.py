@@ -12,6 +12,7 @@ Used by the self-training recipe (teacher and student), the benchmark driver and
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Sequence
 from os.path import isfile, join
@@ -59,8 +60,6 @@ def train_fold(dataset_id: str, configuration: str, fold: int, trainer: str, pla
         RuntimeError: if nnU-Net fails (with the end of ``log``).
         ValueError: for ``settings`` without ``seed``.
     """
-    import json
-
     state = fold_state(fold_folder)
     if state == "done":
         return state

@@ -46,14 +46,16 @@ SCRIPT = textwrap.dedent("""
         protocol = dataclasses.replace(
             PROTOCOLS["hippocampus-cpu"], test_case_ids={test!r}, num_labeled=2, repeats=1, seed={seed},
             schedule={{"num_epochs": 2, "num_iterations_per_epoch": 2, "num_val_iterations_per_epoch": 1,
-                      "save_every": 1}})
-        print(run_protocol("993", "tiny", protocol=protocol, output=sys.argv[1]))
+                      "save_every": 1}},
+            finetune_schedule={{"num_epochs": 1, "num_iterations_per_epoch": 2, "num_val_iterations_per_epoch": 1,
+                               "save_every": 1, "initial_lr": 1e-3}})
+        print(run_protocol("993", "tiny", protocol=protocol, output=sys.argv[1], finetune_trainers={ft!r}))
 """)
 
 
 def test_protocol_resumes_after_a_kill_and_reports(protocol_dataset, nnunet_dirs, tmp_path):
     script = tmp_path / "tiny_protocol.py"
-    script.write_text(SCRIPT.format(test=tuple(TEST_CASES), seed=11), encoding="utf-8")
+    script.write_text(SCRIPT.format(test=tuple(TEST_CASES), seed=11, ft=[]), encoding="utf-8")
     out = tmp_path / "protocol"
     env = base_env(nnunet_dirs, nnUNet_n_proc_DA="1")
     pick_log = out / "logs" / f"{DATASET}_fold0_nnUNetTrainerPICK.log"
@@ -77,6 +79,9 @@ def test_protocol_resumes_after_a_kill_and_reports(protocol_dataset, nnunet_dirs
     lo_checkpoint = results / "nnUNetTrainer__nnUNetPlansPICKBench__2d" / "fold_0" / "checkpoint_final.pth"
     lo_mtime = lo_checkpoint.stat().st_mtime
 
+    # the rerun adds a fine-tuning arm, which starts from the labeled-only run's final checkpoint
+    script.write_text(SCRIPT.format(test=tuple(TEST_CASES), seed=11, ft=["nnUNetTrainerPICK_finetune"]),
+                      encoding="utf-8")
     second = subprocess.run([sys.executable, str(script), str(out)], env=env, capture_output=True,
                             encoding="utf-8", errors="replace", timeout=1800)
     assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
@@ -85,13 +90,21 @@ def test_protocol_resumes_after_a_kill_and_reports(protocol_dataset, nnunet_dirs
     timings = json.loads((out / "runs.json").read_text(encoding="utf-8"))
     derived = next(nnunet_dirs["nnUNet_raw"].glob("Dataset*_PICKProtocolTest_selftraining_from_*"))
     assert set(timings) == {labeled_only_key, f"{DATASET}/nnUNetTrainerPICK/fold_0", "self-training/fold_0",
-                            f"{derived.name}/nnUNetTrainer/fold_0", f"{DATASET}/nnUNetTrainer/fold_1"}
+                            f"{derived.name}/nnUNetTrainer/fold_0", f"{DATASET}/nnUNetTrainer/fold_1",
+                            f"{DATASET}/nnUNetTrainerPICK_finetune/fold_0"}
+    finetune_log = (out / "logs" / f"{DATASET}_fold0_nnUNetTrainerPICK_finetune.log").read_text(encoding="utf-8")
+    assert f"pretrained weights from {lo_checkpoint}" in finetune_log
+    assert "'initial_lr': 0.001, 'num_epochs': 1" in finetune_log  # the fine-tuning schedule, not the protocol's
+    ft_curve = json.loads((out / "curves" / f"{DATASET}_nnUNetTrainerPICK_finetune_fold0.json").read_text(
+        encoding="utf-8"))
+    assert ft_curve["iterations"] == [2]  # one epoch of 2 iterations (drawn after the labeled-only run's 4)
     report = (out / "report.md").read_text(encoding="utf-8")
     rows = [line.split(" | ")[0].lstrip("| ") for line in report.splitlines() if line.startswith("| ")]
-    assert rows[1:] == ["labeled-only", "nnUNetTrainerPICK", "self-training", "fully supervised"]
+    assert rows[1:] == ["labeled-only", "nnUNetTrainerPICK", "nnUNetTrainerPICK_finetune from labeled-only",
+                        "self-training", "fully supervised"]
     assert f"repeat 0: labeled {json.loads((nnunet_dirs['nnUNet_preprocessed'] / DATASET / 'splits_final.json').read_text(encoding='utf-8'))[0]['train']}" in report  # noqa: E501
     assert (out / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
-    assert len(list((out / "curves").glob("*.json"))) == 4
+    assert len(list((out / "curves").glob("*.json"))) == 5
     # hygiene: the test cases are no arm's training data, in particular not pseudo-labeled
     splits = json.loads((nnunet_dirs["nnUNet_preprocessed"] / DATASET / "splits_final.json").read_text(
         encoding="utf-8"))
@@ -101,7 +114,7 @@ def test_protocol_resumes_after_a_kill_and_reports(protocol_dataset, nnunet_dirs
     assert sorted(record["folds"]["0"]["pseudo_labeled"].values()) == splits[0]["unlabeled"]
 
     # another protocol (seed) on the same preprocessed dataset is refused, nothing overwritten
-    script.write_text(SCRIPT.format(test=tuple(TEST_CASES), seed=12), encoding="utf-8")
+    script.write_text(SCRIPT.format(test=tuple(TEST_CASES), seed=12, ft=[]), encoding="utf-8")
     third = subprocess.run([sys.executable, str(script), str(tmp_path / "other")], env=env, capture_output=True,
                            encoding="utf-8", errors="replace", timeout=600)
     assert third.returncode != 0

@@ -13,7 +13,11 @@ Design (a named :class:`Protocol` fixes every choice; ``hippocampus-cpu`` is the
 - **Arms**, all in one nnU-Net results root ``<output>/results`` (nnU-Net's layout, so ``nnUNetv2_predict`` works on
   every model): labeled-only = stock ``nnUNetTrainer`` on folds ``0..R-1``; fully supervised = ``nnUNetTrainer`` on
   folds ``R..2R-1``; self-training = :mod:`nnunet_pick.self_training` with the labeled-only fold as teacher (its
-  derived dataset in ``nnUNet_raw``); ``nnUNetTrainerPICK`` and any other trainers named, on folds ``0..R-1``.
+  derived dataset in ``nnUNet_raw``); ``nnUNetTrainerPICK`` and any other trainers named, on folds ``0..R-1``;
+  fine-tuning arms (``-tr_finetune``): a trainer started with ``-pretrained_weights`` from the repeat's labeled-only
+  ``checkpoint_final.pth`` and trained on the same fold with the protocol's ``finetune_schedule`` (the workflow of a
+  user who already has an nnU-Net model; its labeled-only twin ``nnUNetTrainer_finetune`` is the control that
+  separates "more iterations" from "unlabeled data").
 - **One schedule for all arms** (:mod:`nnunet_pick.benchmark.seeded_train` ``--settings``), the final checkpoint only
   (nnU-Net's final validation predicts the test cases from ``checkpoint_final.pth``; ``checkpoint_best`` is never
   read), scores from :mod:`nnunet_pick.evaluation` against nnU-Net's ``gt_segmentations``.
@@ -66,6 +70,8 @@ class Protocol:
     env: dict[str, str] = field(default_factory=dict)
     #: test case ids given directly instead of ``test_cases_file`` (custom protocols, tests)
     test_case_ids: tuple[str, ...] = ()
+    #: trainer settings of fine-tuning arms (they start from the labeled-only run's final checkpoint)
+    finetune_schedule: dict = field(default_factory=dict)
 
     def test_cases(self) -> list[str]:
         """The fixed test case ids (``test_case_ids``, else the package file ``test_cases_file``)."""
@@ -88,7 +94,11 @@ PROTOCOLS: dict[str, Protocol] = {
         schedule={"num_epochs": 40, "num_iterations_per_epoch": 50, "num_val_iterations_per_epoch": 10,
                   "save_every": 5},
         pseudo_label_tta=False, device="cpu",
-        env={"nnUNet_n_proc_DA": "1", "nnUNet_def_n_proc": "1", "nnUNet_compile": "f"}),
+        env={"nnUNet_n_proc_DA": "1", "nnUNet_def_n_proc": "1", "nnUNet_compile": "f"},
+        # fine-tuning: half the iterations again, at a tenth of nnU-Net's initial learning rate (poly decay as
+        # nnU-Net's), no warm-up (the trainers' own settings: nnUNetTrainerPICK_finetune, nnUNetTrainer_finetune)
+        finetune_schedule={"num_epochs": 20, "num_iterations_per_epoch": 50, "num_val_iterations_per_epoch": 10,
+                           "save_every": 5, "initial_lr": 1e-3}),
 }
 
 
@@ -187,15 +197,30 @@ class ArmRun:
     dataset: str
     trainer: str
     fold: int
+    #: started from the repeat's labeled-only checkpoint_final (fine-tuning arm)
+    finetuned: bool = False
+
+
+def finetune_arm(trainer: str) -> str:
+    """Report name of a fine-tuning arm."""
+    return f"{trainer} from labeled-only"
 
 
 def protocol_runs(dataset_name: str, derived_dataset: str | None, pick_trainers: list[str],
-                  repeats: int) -> list[ArmRun]:
-    """Every (arm, repeat) in the order they train: per repeat labeled-only (also the self-training teacher),
-    PICK arms, self-training, fully supervised."""
+                  repeats: int, finetune_trainers: list[str] = ()) -> list[ArmRun]:
+    """Every (arm, repeat) in the order they train: per repeat labeled-only (also the self-training teacher and the
+    fine-tuning arms' start), fine-tuning arms, PICK arms, self-training, fully supervised.
+
+    Raises:
+        ValueError: if a fine-tuning trainer is ``nnUNetTrainer`` (its fold folder would be the labeled-only run's).
+    """
+    if "nnUNetTrainer" in finetune_trainers:
+        raise ValueError("nnUNetTrainer cannot be a fine-tuning arm (it would overwrite the labeled-only run); use "
+                         "nnUNetTrainer_finetune")
     runs = []
     for r in range(repeats):
         runs.append(ArmRun(LABELED_ONLY, r, dataset_name, "nnUNetTrainer", r))
+        runs += [ArmRun(finetune_arm(t), r, dataset_name, t, r, finetuned=True) for t in finetune_trainers]
         runs += [ArmRun(t, r, dataset_name, t, r) for t in pick_trainers]
         if derived_dataset is not None:
             runs.append(ArmRun(SELF_TRAINING, r, derived_dataset, "nnUNetTrainer", r))
@@ -290,7 +315,8 @@ def write_protocol_report(scores: dict[str, dict[int, dict[str, float]]], classe
 
 def run_protocol(dataset: str, protocol_name: str, *, pick_trainers: list[str] | None = None,
                  repeats: int | None = None, output: str | None = None, device: str | None = None,
-                 protocol: Protocol | None = None) -> str:
+                 protocol: Protocol | None = None, finetune_trainers: list[str] | None = None,
+                 skip_arms: set[str] | frozenset[str] = frozenset()) -> str:
     """Run (or resume) the accuracy protocol and return its Markdown report (also in ``<output>/report.md``, with
     ``report.csv`` and ``learning_curves.png``).
 
@@ -299,6 +325,10 @@ def run_protocol(dataset: str, protocol_name: str, *, pick_trainers: list[str] |
         protocol_name: a key of :data:`PROTOCOLS` (ignored if ``protocol`` is given).
         pick_trainers: the PICK arms (default ``["nnUNetTrainerPICK"]``; ``[]`` runs the three nnU-Net arms only);
             any trainer name nnU-Net finds works.
+        finetune_trainers: fine-tuning arms (default none), each started from the repeat's labeled-only
+            ``checkpoint_final.pth`` with the protocol's ``finetune_schedule``.
+        skip_arms: of ``"self-training"`` and ``"fully supervised"``, the arms this call does not train (to order a
+            long run's arms; finished runs of a skipped arm still appear in the report).
         repeats: number of paired repeats (default: the protocol's).
         output: benchmark folder (default ``$nnUNet_results/pick_protocol_<protocol>``; its ``results`` subfolder is
             the nnU-Net results root of all arms).
@@ -328,7 +358,8 @@ def run_protocol(dataset: str, protocol_name: str, *, pick_trainers: list[str] |
     previous = os.environ.get("nnUNet_results")
     os.environ["nnUNet_results"] = results  # nnU-Net's path lookups in this process (self-training) see it too
     try:
-        return _run(dataset_name, protocol, protocol_name, pick_trainers, repeats, output, device, env)
+        return _run(dataset_name, protocol, protocol_name, pick_trainers, repeats, output, device, env,
+                    list(finetune_trainers or []), set(skip_arms))
     finally:
         if previous is None:
             os.environ.pop("nnUNet_results", None)
@@ -337,7 +368,7 @@ def run_protocol(dataset: str, protocol_name: str, *, pick_trainers: list[str] |
 
 
 def _run(dataset_name: str, protocol: Protocol, protocol_name: str, pick_trainers: list[str], repeats: int,
-         output: str, device: str, env: dict[str, str]) -> str:
+         output: str, device: str, env: dict[str, str], finetune_trainers: list[str], skip_arms: set[str]) -> str:
     from nnunetv2.paths import nnUNet_raw
 
     from nnunet_pick.self_training import Teacher, derived_dataset_name, run_self_training, training_images
@@ -375,17 +406,21 @@ def _run(dataset_name: str, protocol: Protocol, protocol_name: str, pick_trainer
     times_file = join(output, "runs.json")
     timings = read_json(times_file) if isfile(times_file) else {}
 
-    def train(dataset_for_run: str, fold: int, trainer: str) -> None:
+    def train(dataset_for_run: str, fold: int, trainer: str, pretrained: str | None = None) -> None:
         repeat = fold % repeats
         folder = join(model_folder(results, dataset_for_run, trainer, protocol.plans, configuration), f"fold_{fold}")
         state = fold_state(folder)
         if state == "done":
             return
-        _log(f"{dataset_for_run} fold {fold} {trainer}: {state} (seed {protocol.seed + repeat})")
+        _log(f"{dataset_for_run} fold {fold} {trainer}: {state} (seed {protocol.seed + repeat})"
+             + (f", from {pretrained}" if pretrained else ""))
         t0 = time.perf_counter()
+        # nnU-Net refuses -pretrained_weights together with --c / --val: the weights only seed a fresh start
+        extra = ["-pretrained_weights", pretrained] if pretrained and state == "train" else []
         train_fold(dataset_for_run, configuration, fold, trainer, protocol.plans, fold_folder=folder, env=env,
                    log=join(output, "logs", f"{dataset_for_run}_fold{fold}_{trainer}.log"), device=device,
-                   seed=protocol.seed + repeat, settings=protocol.schedule)
+                   seed=protocol.seed + repeat,
+                   settings=protocol.finetune_schedule if pretrained else protocol.schedule, extra_args=extra)
         key = f"{dataset_for_run}/{trainer}/fold_{fold}"
         timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
         write_json_atomic(timings, times_file)
@@ -394,8 +429,19 @@ def _run(dataset_name: str, protocol: Protocol, protocol_name: str, pick_trainer
     teacher = Teacher("nnUNetTrainer", protocol.plans, configuration)
     derived = derived_dataset_name(dataset_name, teacher)
     start = time.perf_counter()
-    for run in protocol_runs(dataset_name, derived, pick_trainers, repeats):
-        if run.arm == SELF_TRAINING:
+    unknown = set(skip_arms) - {SELF_TRAINING, FULLY_SUPERVISED}
+    if unknown:
+        raise ValueError(f"only {SELF_TRAINING!r} and {FULLY_SUPERVISED!r} can be skipped, not {sorted(unknown)}")
+    if finetune_trainers and not protocol.finetune_schedule:
+        raise ValueError(f"protocol {protocol_name} has no finetune_schedule for fine-tuning arms")
+    for run in protocol_runs(dataset_name, derived, pick_trainers, repeats, finetune_trainers):
+        if run.arm in skip_arms:
+            continue
+        if run.finetuned:
+            start_from = join(model_folder(results, dataset_name, "nnUNetTrainer", protocol.plans, configuration),
+                              f"fold_{run.fold}", "checkpoint_final.pth")
+            train(run.dataset, run.fold, run.trainer, pretrained=start_from)
+        elif run.arm == SELF_TRAINING:
             t0 = time.perf_counter()
             key = f"self-training/fold_{run.fold}"
             student = join(model_folder(results, derived, "nnUNetTrainer", protocol.plans, configuration),
@@ -411,11 +457,13 @@ def _run(dataset_name: str, protocol: Protocol, protocol_name: str, pick_trainer
         else:
             train(run.dataset, run.fold, run.trainer)
     _log(f"all runs finished ({time.perf_counter() - start:.0f} s in this call); evaluating")
-    return report_protocol(dataset_name, derived, protocol, protocol_name, pick_trainers, repeats, splits, output)
+    return report_protocol(dataset_name, derived, protocol, protocol_name, pick_trainers, repeats, splits, output,
+                           finetune_trainers)
 
 
 def report_protocol(dataset_name: str, derived: str, protocol: Protocol, protocol_name: str,
-                    pick_trainers: list[str], repeats: int, splits: list[dict], output: str) -> str:
+                    pick_trainers: list[str], repeats: int, splits: list[dict], output: str,
+                    finetune_trainers: list[str] = ()) -> str:
     """Scores, timings, curves and the report of finished runs (see :func:`run_protocol`)."""
     from nnunetv2.paths import nnUNet_preprocessed
 
@@ -428,17 +476,22 @@ def report_protocol(dataset_name: str, derived: str, protocol: Protocol, protoco
     scores: dict[str, dict[int, dict]] = {}
     curves: dict[str, list[dict]] = {}
     times: dict[str, list[float]] = {}
-    order = [LABELED_ONLY, *pick_trainers, SELF_TRAINING, FULLY_SUPERVISED]
-    for run in sorted(protocol_runs(dataset_name, derived, pick_trainers, repeats), key=lambda r: order.index(r.arm)):
+    order = [LABELED_ONLY, *pick_trainers, *map(finetune_arm, finetune_trainers), SELF_TRAINING, FULLY_SUPERVISED]
+    offset = protocol.schedule["num_epochs"] * protocol.schedule["num_iterations_per_epoch"]
+    for run in sorted(protocol_runs(dataset_name, derived, pick_trainers, repeats, finetune_trainers),
+                      key=lambda r: order.index(r.arm)):
         folder = join(model_folder(results, run.dataset, run.trainer, protocol.plans, protocol.base_configuration),
                       f"fold_{run.fold}")
         s = run_scores(folder, gt, dataset_json)
         if s is None:
             continue
         scores.setdefault(run.arm, {})[run.repeat] = s
-        curves.setdefault(run.arm, []).append(cached_curve(
-            join(folder, "checkpoint_final.pth"), protocol.schedule["num_iterations_per_epoch"],
-            join(output, "curves", f"{run.dataset}_{run.trainer}_fold{run.fold}.json")))
+        schedule = protocol.finetune_schedule if run.finetuned else protocol.schedule
+        curve = cached_curve(join(folder, "checkpoint_final.pth"), schedule["num_iterations_per_epoch"],
+                             join(output, "curves", f"{run.dataset}_{run.trainer}_fold{run.fold}.json"))
+        if run.finetuned:  # drawn where it starts: after the labeled-only run it continues
+            curve = {**curve, "iterations": [offset + x for x in curve["iterations"]]}
+        curves.setdefault(run.arm, []).append(curve)
         key = (f"self-training/fold_{run.fold}" if run.arm == SELF_TRAINING
                else f"{run.dataset}/{run.trainer}/fold_{run.fold}")
         if key in timings:
@@ -455,6 +508,9 @@ def report_protocol(dataset_name: str, derived: str, protocol: Protocol, protoco
             f"{'given ids' if protocol.test_case_ids else 'the package file ' + protocol.test_cases_file}, validation "
             f"cases of every fold, checked to be no arm's labeled, unlabeled or pseudo-labeled data"),
             f"- self-training: teacher = the labeled-only run of the repeat, student nnUNetTrainer in {derived}",
+            *([f"- fine-tuning arms ('from labeled-only'): -pretrained_weights = the repeat's labeled-only "
+               f"checkpoint_final.pth, then schedule {protocol.finetune_schedule}; their wall time excludes the "
+               f"labeled-only run they start from"] if finetune_trainers else []),
             f"- versions: {versions}"]
     text = write_protocol_report(scores, classes, meta, times, output)
     if curves:

@@ -25,8 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
                         help="folds to run (default: 0 1 2 3 4)")
     parser.add_argument("--n-folds", type=int, default=5, help="K of new splits (default 5)")
-    parser.add_argument("-tr", nargs="+", default=["nnUNetTrainerPICK"],
-                        help="trainers to compare with the baseline (default: nnUNetTrainerPICK)")
+    parser.add_argument("-tr", nargs="*", default=["nnUNetTrainerPICK"],
+                        help="trainers to compare with the baseline (default: nnUNetTrainerPICK; with --preset, "
+                             "'-tr' alone trains no from-scratch PICK arm)")
     parser.add_argument("--baseline", default="nnUNetTrainer", help="labeled-only arm (default nnUNetTrainer)")
     parser.add_argument("--seed", type=int, default=12345, help="base seed; repeat r uses seed + r (default: 12345)")
     parser.add_argument("--repeats", type=int, default=None,
@@ -34,6 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-device", choices=("cpu", "cuda"), default="cuda", help="device (default: cuda)")
     parser.add_argument("-o", "--output", default=None, help="output folder (default $nnUNet_results/"
                                                                "pick_benchmark_<dataset>_<configuration>)")
+    parser.add_argument("-tr_finetune", nargs="+", default=[],
+                        help="with --preset: fine-tuning arms, each started from the repeat's labeled-only "
+                             "checkpoint_final.pth (-pretrained_weights) with the protocol's fine-tuning schedule, "
+                             "e.g. nnUNetTrainerPICK_finetune nnUNetTrainer_finetune (default: none)")
+    parser.add_argument("--skip-arms", nargs="+", default=[], choices=("self-training", "fully-supervised"),
+                        help="with --preset: arms this call does not train, to order a long run (finished runs of "
+                             "them stay in the report; default: train every arm)")
     parser.add_argument("--preset", choices=sorted(PROTOCOLS), default=None,
                         help="run the accuracy protocol (fixed test cases; labeled-only, PICK (-tr, default "
                              "nnUNetTrainerPICK), self-training and fully supervised arms; paired repeats; report with "
@@ -50,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.preset is not None:
-            text = run_protocol(args.d, args.preset, pick_trainers=args.tr, repeats=args.repeats, output=args.output)
+            text = run_protocol(args.d, args.preset, pick_trainers=args.tr, repeats=args.repeats, output=args.output,
+                                finetune_trainers=args.tr_finetune,
+                                skip_arms={a.replace("fully-", "fully ") for a in args.skip_arms})
         else:
             text = run_benchmark(args.d, args.c, folds=args.folds, trainers=args.tr, baseline=args.baseline,
                                  labeled_fraction=args.labeled_fraction, num_labeled=args.num_labeled,

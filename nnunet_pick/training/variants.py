@@ -109,6 +109,15 @@ declare_variant("nnUNetTrainerPICK_finetune", "PICK fine-tuning from a trained n
                 "learning rate 1e-3, 250 epochs (use with -pretrained_weights).",
                 num_warmup_epochs=0, initial_lr=1e-3, num_epochs=250)
 
+# its labeled-only control: the same fine-tuning of the same checkpoint without unlabeled data (the accuracy protocol's
+# -tr_finetune arms compare the two, so that "more iterations" is not counted as PICK's gain)
+declare_variant("nnUNetTrainer_finetune", "nnU-Net's nnUNetTrainer fine-tuning from a trained model (labeled data "
+                "only): initial learning rate 1e-3, 250 epochs (use with -pretrained_weights).",
+                base=nnUNetTrainer, initial_lr=1e-3, num_epochs=250)
+declare_variant("nnUNetTrainerPICK_startDice0p5Rampup", "PICK whose unlabeled phase starts after the first epoch "
+                "with validation Dice > 0.5 for every class, then ramps the unlabeled terms up (sigmoid, 25 % of the "
+                "epochs).", unlabeled_start_min_dice=0.5, num_warmup_epochs=0, unlabeled_rampup_fraction=0.25)
+
 # the embedded demo's CPU schedule (nnUNetv2_pick_demo, see nnunet_pick.demo for why the warm-up is 60 %)
 declare_variant("nnUNetTrainerPICK_demo", "nnUNetTrainerPICK on the demo's short CPU schedule.",
                 num_epochs=18, num_iterations_per_epoch=25, num_val_iterations_per_epoch=5, num_warmup_epochs=12,

@@ -68,6 +68,14 @@ def test_variant_settings():
     assert nnUNetTrainerPICK_1epoch.pick_settings == {"num_epochs": 1}
     lengths = sorted(c.pick_settings["num_epochs"] for n, c in TRAINERS.items() if n.endswith(("epoch", "epochs")))
     assert lengths == [1, 5, 10, 20, 50, 100, 250, 500]
+    # the fine-tuning control is nnU-Net's trainer (no PICK branches) with PICK_finetune's learning rate and length
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    control, pick_ft = TRAINERS["nnUNetTrainer_finetune"], TRAINERS["nnUNetTrainerPICK_finetune"]
+    assert control.__mro__[1] is nnUNetTrainer and not issubclass(control, nnUNetTrainerPICK)
+    assert control.pick_settings == {k: pick_ft.pick_settings[k] for k in ("initial_lr", "num_epochs")}
+    assert TRAINERS["nnUNetTrainerPICK_startDice0p5Rampup"].pick_settings == {
+        **TRAINERS["nnUNetTrainerPICK_startDice0p5"].pick_settings, **TRAINERS["nnUNetTrainerPICK_rampup"].pick_settings}
     import nnunet_pick
 
     with pytest.raises(AttributeError, match="no attribute 'nnUNetTrainerPICK_unknown'"):

@@ -413,3 +413,45 @@ def test_startup_blocks_replace_only_masks_that_are_too_small(trainer):
     for i in torch.nonzero(small).flatten().tolist():
         assert 0.3 < float(out[i].float().mean()) < 0.9  # 60 % of the 16-pixel tiles (edge tiles are smaller)
     assert with_startup_blocks(masked, 0.0) is masked
+
+
+def test_two_stage_schedule_restarts_the_optimizer_when_the_unlabeled_phase_starts(trainer, monkeypatch):
+    """nnUNetTrainerPICK_twoStage's settings on the real trainer (4 epochs: warm-up 3): nnU-Net's poly rate over the
+    warm-up, SGD's momentum buffers kept during it and cleared when the unlabeled phase starts, then a second poly
+    decay from 1e-3."""
+    from nnunet_pick.training.schedule import two_stage_poly_lr
+    from nnunet_pick.training.variants import TRAINERS
+
+    t = trainer
+    for k, v in TRAINERS["nnUNetTrainerPICK_twoStage"].pick_settings.items():
+        monkeypatch.setattr(t, k, v)
+    assert t.num_warmup_epochs == 3
+    logged = []
+    monkeypatch.setattr(t, "print_to_log_file", lambda *a, **k: logged.append(" ".join(map(str, a))))
+    optimizer, scheduler = t.configure_optimizers()
+
+    def step_with_momentum():
+        optimizer.zero_grad(set_to_none=True)
+        batch = next(t.dataloader_train)
+        t.loss(t.network(batch["data"]), batch["target"]).backward()
+        optimizer.step()
+
+    lrs = []
+    for epoch in range(4):
+        scheduler.step(epoch)
+        lrs.append(optimizer.param_groups[0]["lr"])
+        if epoch == 3:
+            assert not optimizer.state  # fresh optimizer for the unlabeled phase
+            assert logged and "optimizer state cleared" in logged[-1]
+        else:
+            assert not logged
+        step_with_momentum()
+        assert all("momentum_buffer" in optimizer.state[p] for p in t.network.parameters() if p.grad is not None)
+    assert lrs == pytest.approx([1e-2, 1e-2 * (2 / 3) ** 0.9, 1e-2 * (1 / 3) ** 0.9, 1e-3])
+    assert two_stage_poly_lr(2, start=2, num_epochs=4, initial_lr=1e-2, unlabeled_lr=1e-3) == 1e-3
+    with pytest.raises(ValueError, match="needs 0 < start"):
+        two_stage_poly_lr(0, start=0, num_epochs=4, initial_lr=1e-2, unlabeled_lr=1e-3)
+    monkeypatch.setattr(t, "unlabeled_start_min_dice", 0.5)
+    with pytest.raises(ValueError, match="needs a fixed warm-up"):
+        t.configure_optimizers()
+    t.optimizer.zero_grad(set_to_none=True)

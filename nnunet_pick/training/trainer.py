@@ -51,7 +51,7 @@ from nnunet_pick.training.checkpoint_plans import plans_differences, refuse_chan
 from nnunet_pick.training.mim_figure import save_mim_figure
 from nnunet_pick.training.progress import PICK_CURVES, PICKLocalLogger
 from nnunet_pick.training.progress_lines import TrainingProgressMixin
-from nnunet_pick.training.schedule import sigmoid_rampup, unlabeled_start_epoch
+from nnunet_pick.training.schedule import TwoStagePolyLRScheduler, sigmoid_rampup, unlabeled_start_epoch
 from nnunet_pick.unlabeled.dataset import nnUNetDatasetUnlabeled
 from nnunet_pick.unlabeled.pool import (
     complete_case_folders,
@@ -82,8 +82,11 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
     Same constructor as ``nnUNetTrainer``. PICK settings (instance attributes):
 
     - ``lambda_mim`` (float, 1.0): λ of PICK Eqs. 10-11, the weight of the masked-image-modelling loss.
-    - ``num_warmup_epochs`` (int): labeled-only epochs before unlabeled data is used; 25 % of ``num_epochs``
-      (rounded) unless set.
+    - ``num_warmup_epochs`` (int): labeled-only epochs before unlabeled data is used; ``warmup_fraction`` (0.25)
+      of ``num_epochs`` (rounded) unless set.
+    - ``unlabeled_phase_lr`` (float or None): if set, the warm-up is a labeled training of its own and the unlabeled
+      phase restarts the optimizer at this learning rate (:class:`~nnunet_pick.training.schedule.
+      TwoStagePolyLRScheduler`); None (PICK): one poly decay over all epochs.
     - ``unlabeled_batch_size`` (int): unlabeled patches per iteration (over all GPUs); the plans' batch size.
     - ``masking`` (str, ``"attentive"``): masking strategy (:data:`nnunet_pick.masking.MASKING_STRATEGIES`).
     - ``mim_figure_every`` (int, 10): write ``mim_epoch_XXXX.png`` every this many epochs (and ``mim_final.png``).
@@ -110,6 +113,8 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
                 f"3d_fullres, 3d_lowres or 2d with PICK instead.")
         self.lambda_mim = 1.0
         self._num_warmup_epochs: int | None = None
+        self.warmup_fraction = 0.25
+        self.unlabeled_phase_lr: float | None = None
         self.unlabeled_batch_size = self.configuration_manager.batch_size
         self.masking = "attentive"
         self.mim_figure_every = 10
@@ -171,9 +176,9 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
     # ------------------------------------------------------------------ settings
     @property
     def num_warmup_epochs(self) -> int:
-        """Labeled-only epochs; 25 % of ``num_epochs`` unless set explicitly."""
+        """Labeled-only epochs; ``warmup_fraction`` of ``num_epochs`` unless set explicitly."""
         if self._num_warmup_epochs is None:
-            return int(round(0.25 * self.num_epochs))
+            return int(round(self.warmup_fraction * self.num_epochs))
         return self._num_warmup_epochs
 
     @num_warmup_epochs.setter
@@ -224,6 +229,22 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
         super().initialize()
         # the auxiliary decoder uses nnU-Net's own Dice+CE (Dice+BCE for regions) without deep supervision
         self.aux_loss = self.loss.loss if isinstance(self.loss, DeepSupervisionWrapper) else self.loss
+
+    def configure_optimizers(self):
+        """nnU-Net's SGD and poly schedule; with ``unlabeled_phase_lr`` set, the two-stage schedule instead.
+
+        Raises:
+            ValueError: for ``unlabeled_phase_lr`` with a validation-Dice start (the warm-up's length must be known
+                for its learning rate to decay to 0 at its end).
+        """
+        optimizer, lr_scheduler = super().configure_optimizers()
+        if self.unlabeled_phase_lr is None:
+            return optimizer, lr_scheduler
+        if self.unlabeled_start_min_dice is not None:
+            raise ValueError(f"{type(self).__name__}: unlabeled_phase_lr needs a fixed warm-up "
+                             f"(unlabeled_start_min_dice=None)")
+        return optimizer, TwoStagePolyLRScheduler(optimizer, self.initial_lr, self.unlabeled_phase_lr,
+                                                  self.num_warmup_epochs, self.num_epochs, self.print_to_log_file)
 
     def _unwrapped_network(self) -> PICKNetwork:
         mod = self.network.module if self.is_ddp else self.network
@@ -468,7 +489,8 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
             f"{self.num_epochs}, unlabeled_batch_size={self.unlabeled_batch_size} (labeled {self.batch_size} per "
             f"GPU), masking={self.masking!r}, unlabeled_start_min_dice={self.unlabeled_start_min_dice}, "
             f"unlabeled_rampup_fraction={self.unlabeled_rampup_fraction}, "
-            f"startup_masking_min_fraction={self.startup_masking_min_fraction}")
+            f"startup_masking_min_fraction={self.startup_masking_min_fraction}, "
+            f"unlabeled_phase_lr={self.unlabeled_phase_lr}")
 
     def on_train_end(self) -> None:
         if self.dataloader_unlabeled is not None and self.local_rank == 0:

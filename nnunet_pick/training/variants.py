@@ -101,6 +101,12 @@ declare_variant("nnUNetTrainerPICK_rampup", "PICK with the unlabeled terms rampe
 declare_variant("nnUNetTrainerPICK_startupBlocks", "PICK masking random blocks (60 % of 16-voxel tiles) in samples "
                 "whose predicted foreground covers under 1 % of the patch.", startup_masking_min_fraction=0.01)
 
+# the authors' recipe in one run: labeled pre-training (its own poly decay to 0 over two thirds of the epochs), then
+# the unlabeled phase with a fresh optimizer at the fine-tuning rate (nnunet_pick.training.schedule.two_stage_poly_lr)
+declare_variant("nnUNetTrainerPICK_twoStage", "PICK after a labeled pre-training of 2/3 of the epochs (own poly "
+                "decay), then the unlabeled phase with a fresh optimizer at learning rate 1e-3.",
+                warmup_fraction=2 / 3, unlabeled_phase_lr=1e-3)
+
 # fine-tuning an existing nnU-Net model (nnUNetv2_train ... -pretrained_weights CHECKPOINT, see
 # nnunet_pick.training.pretrained): the encoder and primary decoder are trained already, so no labeled-only warm-up
 # and a tenth of nnU-Net's initial learning rate, over a quarter of nnU-Net's epochs. Not yet measured with the

@@ -27,6 +27,14 @@ def trainer(hippocampus, tmp_path_factory):
         yield t
 
 
+def apply_settings(t, monkeypatch, settings: dict) -> None:
+    """Apply a variant's settings to the shared trainer for one test. ``num_warmup_epochs`` is a property whose
+    getter derives a value from ``warmup_fraction``; patching it directly would restore that derived value as an
+    explicit setting after the test (and fix the warm-up of every later test), so its private field is patched."""
+    for k, v in settings.items():
+        monkeypatch.setattr(t, "_num_warmup_epochs" if k == "num_warmup_epochs" else k, v)
+
+
 class Repeat:
     """An iterator that returns the same batch and counts how often it was asked."""
 
@@ -189,8 +197,7 @@ def test_epoch_logging_progress_png_and_mim_figure(trainer, tmp_path):
 ])
 def test_ablations_leave_out_one_decoder(trainer, monkeypatch, settings, disabled_decoder, nan_terms):
     t = trainer
-    for k, v in settings.items():
-        monkeypatch.setattr(t, k, v)
+    apply_settings(t, monkeypatch, settings)
     monkeypatch.setattr(t, "_optimizer_step", lambda: True)
     t.current_epoch = t.num_warmup_epochs
     t.optimizer.zero_grad(set_to_none=True)
@@ -214,8 +221,7 @@ def test_strategy_variants_run_a_finite_step(trainer, monkeypatch, name):
     import nnunet_pick
 
     t = trainer
-    for k, v in getattr(nnunet_pick, name).pick_settings.items():
-        monkeypatch.setattr(t, k, v)
+    apply_settings(t, monkeypatch, getattr(nnunet_pick, name).pick_settings)
     monkeypatch.setattr(t, "_optimizer_step", lambda: True)
     t.current_epoch = t.num_warmup_epochs
     out = t.train_step(next(t.dataloader_train))
@@ -343,8 +349,7 @@ def test_unlabeled_phase_starts_only_once_every_class_is_predicted(trainer, monk
     from nnunet_pick.training.variants import TRAINERS
 
     t = trainer
-    for k, v in TRAINERS["nnUNetTrainerPICK_startAllClasses"].pick_settings.items():
-        monkeypatch.setattr(t, k, v)
+    apply_settings(t, monkeypatch, TRAINERS["nnUNetTrainerPICK_startAllClasses"].pick_settings)
     dice = t.logger.local_logger.my_fantastic_logging["dice_per_class_or_region"]
     monkeypatch.setattr(t, "_optimizer_step", lambda: True)
     saved = list(dice)
@@ -423,8 +428,8 @@ def test_two_stage_schedule_restarts_the_optimizer_when_the_unlabeled_phase_star
     from nnunet_pick.training.variants import TRAINERS
 
     t = trainer
-    for k, v in TRAINERS["nnUNetTrainerPICK_twoStage"].pick_settings.items():
-        monkeypatch.setattr(t, k, v)
+    apply_settings(t, monkeypatch, TRAINERS["nnUNetTrainerPICK_twoStage"].pick_settings)
+    assert t._num_warmup_epochs is None  # derived from warmup_fraction, even after tests that set it
     assert t.num_warmup_epochs == 3
     logged = []
     monkeypatch.setattr(t, "print_to_log_file", lambda *a, **k: logged.append(" ".join(map(str, a))))

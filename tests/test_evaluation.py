@@ -62,7 +62,7 @@ def test_3d_spacing_scales_distances():
     assert m["HD95_mm"] == pytest.approx(2.5)
 
 
-def test_evaluate_folder_on_real_hippocampus_labels(tmp_path):
+def test_evaluate_folder_on_real_hippocampus_labels(tmp_path, capsys):
     cases = ["hippocampus_004", "hippocampus_006"]
     ref, pred = tmp_path / "ref", tmp_path / "pred"
     ref.mkdir()
@@ -95,6 +95,18 @@ def test_evaluate_folder_on_real_hippocampus_labels(tmp_path):
     rows = (tmp_path / "summary.csv").read_text(encoding="utf-8").splitlines()
     assert rows[0] == "case,label," + ",".join(METRICS)
     assert len(rows) == 1 + 2 * 2
+
+    # the command prints the label names beside the values (a new user read "1" and "2" without names)
+    from nnunet_pick.cli import evaluate as cli
+
+    (tmp_path / "dataset.json").write_text(json.dumps(dataset_json), encoding="utf-8")
+    capsys.readouterr()
+    assert cli.main([str(ref), str(pred), "-djfile", str(tmp_path / "dataset.json"), "-o",
+                     str(tmp_path / "cli.json")]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(printed) if line.startswith("label "))
+    assert printed[header + 1].startswith("1 Anterior ") and " 1.0000 +/- " in printed[header + 1]
+    assert printed[header + 2].startswith("2 Posterior") and " 0.5000 +/- 0.5000" in printed[header + 2]
 
 
 def ignore_label_dataset(folder, cases: list[str]) -> tuple:

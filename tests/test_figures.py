@@ -95,8 +95,18 @@ def test_mim_figure_of_a_real_slice_has_big_panels_and_a_colour_legend(tmp_path)
         assert "slice 10 of axis 0" in fig._suptitle.get_text()  # the first slice with the most masked voxels
         shown = fig.axes[4].get_images()[0].get_array()
         assert set(np.unique(shown)) == {0, 1, 2}
+        renderer = fig.canvas.get_renderer()
+        for ax in (fig.axes[1], fig.axes[4]):  # every legend entry inside the figure (one was cut off)
+            box = ax.get_legend().get_window_extent(renderer)
+            assert box.y0 >= 0 and box.x0 >= 0 and box.x1 <= fig.bbox.x1
+        note = fig.texts[-1].get_text()
+        assert "counts the hidden voxels only" in note and "Nothing is hidden" not in note
+        assert fig.texts[-1].get_window_extent(renderer).y1 < box.y0  # below the legends
     finally:
         plt.close(fig)
+    empty = draw_mim_figure(image, torch.zeros_like(masked), image, image, aux, **kwargs)
+    assert "Nothing is hidden here" in empty.texts[-1].get_text()
+    plt.close(empty)
     save_mim_figure(str(tmp_path / "mim.png"), image, masked, image.masked_fill(masked, 0), image, aux, **kwargs)
     assert Image.open(tmp_path / "mim.png").size == (2000, 560)
     with pytest.raises(ValueError, match="name 2 classes, but the auxiliary decoder has 3 output channels"):

@@ -460,3 +460,32 @@ def test_two_stage_schedule_restarts_the_optimizer_when_the_unlabeled_phase_star
     with pytest.raises(ValueError, match="needs a fixed warm-up"):
         t.configure_optimizers()
     t.optimizer.zero_grad(set_to_none=True)
+
+
+def test_time_left_counts_epochs_with_unlabeled_data_at_their_cost(trainer, monkeypatch):
+    """The estimate of the time left weights each epoch left by its cost: before a PICK epoch ran, the pass-count
+    ratio 16 / 9 (equal batches); after, the measured ratio (the new-user test saw the warm-up-only estimate miss by
+    half: 1.6 min said, 3.5 min taken)."""
+    t = trainer  # 4 epochs, warm-up 1, unlabeled batch = labeled batch
+    log = t.logger.local_logger.my_fantastic_logging
+    monkeypatch.setattr(t, "current_epoch", 0)
+    monkeypatch.setitem(log, "epoch_start_timestamps", [100.0])
+    monkeypatch.setitem(log, "epoch_end_timestamps", [])  # epoch 0 (warm-up) is running
+    assert t.unlabeled_batch_size == t.configuration_manager.batch_size
+    assert t._pick_epoch_cost_ratio() == pytest.approx(16 / 9)
+    assert "counted as 1.8 x a warm-up epoch" in t.estimate_note()
+    t.current_epoch = 1
+    log["epoch_start_timestamps"].append(110.0)
+    log["epoch_end_timestamps"].append(110.0)  # epoch 0 took 10 s, epoch 1 (PICK) is running
+    assert [t.epoch_cost_weight(e) for e in range(4)] == pytest.approx([1, 16 / 9, 16 / 9, 16 / 9])
+    assert t._seconds_of_epochs_after(0, t._recent_unit_seconds(0)) == pytest.approx(10 * 3 * 16 / 9)
+
+    t.current_epoch = 2
+    log["epoch_start_timestamps"].append(128.0)
+    log["epoch_end_timestamps"].append(128.0)  # epoch 1 (PICK) took 18 s: measured ratio 1.8
+    assert t._pick_epoch_cost_ratio() == pytest.approx(1.8)
+    assert t._recent_unit_seconds(1) == pytest.approx(10.0)  # 10 s / 1 and 18 s / 1.8
+    assert t._seconds_of_epochs_after(1, t._recent_unit_seconds(1)) == pytest.approx(2 * 18)
+    assert t.estimate_note() == ""
+    monkeypatch.setattr(t, "unlabeled_batch_size", 2 * t.configuration_manager.batch_size)
+    assert t._pick_epoch_cost_ratio() == pytest.approx(1.8)  # measured wins over the pass count (23 / 9)

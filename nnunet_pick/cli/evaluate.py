@@ -33,11 +33,16 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"nnUNetv2_pick_evaluate: error: {e}", file=sys.stderr)
         return 1
+    # the summary's keys are label values (or region tuples) as nnU-Net writes them; the console adds the names
+    names = {str(v): k for k, v in dataset_json["labels"].items() if not isinstance(v, int) or v != 0}
+    names = {k if not k.startswith("[") else str(tuple(json.loads(k))): v for k, v in names.items()}
+    rows = {label: f"{label} {names[label]}" if label in names else label for label in summary["mean"]}
+    width = max(len("label"), *map(len, rows.values()))
     print(f"{len(summary['metric_per_case'])} cases; mean +/- std (NaN-free cases):")
-    print("label  " + "  ".join(f"{m:>16s}" for m in METRICS))
+    print(f"{'label':{width}s} " + "  ".join(f"{m:>16s}" for m in METRICS))
     for label, means in summary["mean"].items():
         cells = [f"{means[m]:8.4f} +/- {summary['std'][label][m]:6.4f}" for m in METRICS]
-        print(f"{label:6s} " + "  ".join(cells))
+        print(f"{rows[label]:{width}s} " + "  ".join(cells))
     print(f"written: {output} and {output.rsplit('.', 1)[0]}.csv")
     return 0
 

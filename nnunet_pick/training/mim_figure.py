@@ -94,7 +94,14 @@ def draw_mim_figure(image: torch.Tensor, masked: torch.Tensor, masked_image: tor
                    ncol=min(3, n_values))
     where = "" if index is None else f" (slice {index} of axis 0)"
     fig.suptitle(title + where, fontsize=13)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))  # the top 7 % for the title, above the two-line panel titles
+    note = ("The MIM loss (L1) counts the hidden voxels only: outside them the reconstruction is not trained and may "
+            "show artefacts.")
+    if not msk.any():
+        note += " Nothing is hidden here: the network predicts no foreground in this patch (yet; typical early on)."
+    fig.text(0.5, 0.015, note, ha="center", va="bottom", fontsize=10)
+    # the top 7 % for the title, above the two-line panel titles; the bottom 17 % for the legends below the panels
+    # and the note (a new user found the mask legend's second entry cut off by the figure's edge)
+    fig.tight_layout(rect=(0, 0.17, 1, 0.93))
     return fig
 
 

@@ -106,7 +106,8 @@ class TrainingProgressMixin:
         per_iteration = self._seconds_per_iteration(now)
         epoch_left = per_iteration * (self.num_iterations_per_epoch - self._progress_iteration)
         later_epochs = self.num_epochs - self.current_epoch - 1
-        training_left = epoch_left + later_epochs * self._seconds_per_epoch(per_iteration)
+        training_left = epoch_left + self._seconds_of_epochs_after(self.current_epoch,
+                                                                   self._seconds_per_unit(per_iteration))
         if first_estimate:
             self.print_to_log_file(
                 f"Time estimate on this machine, from the first iterations: {per_iteration:.1f} s per iteration, "
@@ -130,7 +131,8 @@ class TrainingProgressMixin:
         dice_text = " ".join(f"{n} {d:.3f}" for n, d in zip(names, dice, strict=True))
         left = self.num_epochs - epoch - 1
         if left > 0:
-            remaining = (f"about {format_duration(left * self._recent_epoch_seconds(epoch))} left "
+            seconds_left = self._seconds_of_epochs_after(epoch, self._recent_unit_seconds(epoch))
+            remaining = (f"about {format_duration(seconds_left)} left "
                          f"({left} epoch{'s' if left > 1 else ''}, then the final validation)"
                          f"{self.estimate_note()}")
         else:
@@ -146,20 +148,33 @@ class TrainingProgressMixin:
             return (now - self._progress_after_first) / (self._progress_iteration - 1)
         return (now - self._progress_epoch_start) / self._progress_iteration
 
-    def _seconds_per_epoch(self, per_iteration: float) -> float:
-        """A whole epoch: measured on earlier epochs of this run if any, else iterations x ``per_iteration``."""
+    def epoch_cost_weight(self, epoch: int) -> float:
+        """Relative cost of ``epoch`` for the time estimates: 1 for every epoch here; a trainer whose epochs differ
+        in cost (PICK's warm-up and unlabeled phases) returns its ratio, and the estimates weight the epochs left by
+        it instead of assuming they all cost what the recent ones did."""
+        return 1.0
+
+    def _seconds_of_epochs_after(self, epoch: int, unit_seconds: float) -> float:
+        """Estimated seconds of epochs ``epoch + 1 .. num_epochs - 1``: ``unit_seconds`` x their cost weights."""
+        return unit_seconds * sum(self.epoch_cost_weight(e) for e in range(epoch + 1, self.num_epochs))
+
+    def _seconds_per_unit(self, per_iteration: float) -> float:
+        """Seconds of an epoch of weight 1: measured on earlier epochs of this run if any, else the current epoch's
+        iterations x ``per_iteration``."""
         finished = len(self.logger.local_logger.my_fantastic_logging["epoch_end_timestamps"])
         if self.current_epoch > self._progress_first_epoch and finished >= self.current_epoch:
-            return self._recent_epoch_seconds(self.current_epoch - 1)
-        return per_iteration * self.num_iterations_per_epoch
+            return self._recent_unit_seconds(self.current_epoch - 1)
+        return per_iteration * self.num_iterations_per_epoch / self.epoch_cost_weight(self.current_epoch)
 
-    def _recent_epoch_seconds(self, epoch: int) -> float:
-        """Mean duration (s) of the last up to 3 epochs up to ``epoch`` (training and validation)."""
+    def _recent_unit_seconds(self, epoch: int) -> float:
+        """Mean duration (s, training and validation) of the last up to 3 epochs up to ``epoch``, each divided by its
+        :meth:`epoch_cost_weight`."""
         log = self.logger.local_logger.my_fantastic_logging
         first = max(0, epoch - 2)
         ends = np.asarray(log["epoch_end_timestamps"][first:epoch + 1], dtype=float)
         starts = np.asarray(log["epoch_start_timestamps"][first:epoch + 1], dtype=float)
-        return float(np.mean(ends - starts))
+        weights = np.asarray([self.epoch_cost_weight(e) for e in range(first, epoch + 1)], dtype=float)
+        return float(np.mean((ends - starts) / weights))
 
     def _foreground_names(self, count: int) -> list[str]:
         """Names of the labels or regions nnU-Net's pseudo Dice is reported for (``dataset.json``'s order)."""

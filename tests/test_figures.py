@@ -54,6 +54,7 @@ def test_pick_panels_have_markers_a_warmup_legend_and_a_fitted_masked_fraction_a
         assert len(losses.get_lines()) == 5
         assert "negative once Dice dominates" in losses.get_xlabel()
         assert "L_mim is 0 while nothing is masked" in losses.get_xlabel()
+        assert "loss_tr (left) is PICK's total" in losses.get_xlabel()  # nnU-Net's panel plots the total
         top = fractions.get_ylim()[1]
         if epochs == 1:  # nothing masked yet: the axis keeps 0-1
             assert fractions.get_ylim() == (0.0, 1.0)

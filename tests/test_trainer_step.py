@@ -489,3 +489,14 @@ def test_time_left_counts_epochs_with_unlabeled_data_at_their_cost(trainer, monk
     assert t.estimate_note() == ""
     monkeypatch.setattr(t, "unlabeled_batch_size", 2 * t.configuration_manager.batch_size)
     assert t._pick_epoch_cost_ratio() == pytest.approx(1.8)  # measured wins over the pass count (23 / 9)
+
+
+def test_progress_legend_says_what_pick_train_loss_is(trainer):
+    """PICK's train_loss is the total of its terms, not nnU-Net's Dice + CE (a new user read the old legend, saw
+    train_loss 1.37 against val_loss 0.20 and a jump when the unlabeled terms started, and took it for divergence)."""
+    from nnunet_pick.training.progress_lines import LOSS_SIGN_NOTE
+
+    legend = trainer.progress_legend()
+    assert "train_loss is PICK's total" in legend and "rises when the unlabeled terms start" in legend
+    assert LOSS_SIGN_NOTE not in legend  # nnU-Net's wording, which calls train_loss Dice + CE
+    assert "val_loss and L_seg are nnU-Net's Dice + cross-entropy loss" in legend

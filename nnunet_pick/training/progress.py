@@ -35,7 +35,8 @@ PICK_OTHER_CURVES: dict[str, str] = {
 }
 PICK_CURVES: tuple[str, ...] = (*PICK_LOSS_CURVES, *PICK_OTHER_CURVES)
 LOSS_PANEL_NOTE = ("L_seg is nnU-Net's Dice+CE: it adds -Dice, so it is negative once Dice dominates (best about -1)."
-                   "\nL_mim is 0 while nothing is masked; the unlabeled terms start after the warm-up.")
+                   "\nL_mim is 0 while nothing is masked; the unlabeled terms start after the warm-up."
+                   "\nnnU-Net's loss_tr (left) is PICK's total: the sum of these terms (L_mim x lambda_mim).")
 MASK_PANEL_NOTE = ("Only voxels predicted as foreground are masked: the fraction is about the structures' share of"
                    "\nthe patch, and 0 while the network predicts no foreground yet.")
 PIXEL_REDUCTION = 2

@@ -81,8 +81,12 @@ class TrainingProgressMixin:
     # ------------------------------------------------------------------ lines
     def progress_legend(self) -> str:
         """What the per-epoch lines mean (printed once at the start)."""
-        return (f"epochs count from 0 (nnU-Net's 'Epoch N'); {LOSS_SIGN_NOTE}; pseudo Dice is nnU-Net's Dice on "
+        return (f"epochs count from 0 (nnU-Net's 'Epoch N'); {self.loss_note()}; pseudo Dice is nnU-Net's Dice on "
                 f"validation patches, from 0 (no overlap) to 1 (perfect)")
+
+    def loss_note(self) -> str:
+        """What train_loss and val_loss are (part of :meth:`progress_legend`); nnU-Net's Dice + CE by default."""
+        return LOSS_SIGN_NOTE
 
     def estimate_note(self) -> str:
         """Extra words for time estimates (e.g. that later epochs are slower); empty by default."""

@@ -757,11 +757,15 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
             self.save_mim_figure(join(self.output_folder, f"mim_epoch_{epoch:04d}.png"), epoch)
         super().on_epoch_end()  # nnU-Net's lines, then the mixin's (epoch_detail_lines below and the summary)
 
+    def loss_note(self) -> str:
+        return ("train_loss is PICK's total, the sum of the terms in the 'PICK epoch' line (L_seg + lambda_mim x L_mim "
+                "+ L_aux, labeled and, after warm-up, unlabeled): it starts above val_loss, rises when the unlabeled "
+                "terms start (not a divergence) and can go below -1; val_loss and L_seg are nnU-Net's Dice + "
+                "cross-entropy loss, which adds -Dice: they turn negative once the Dice term dominates (lower is "
+                "better, about -1 is the best possible); compare L_seg with val_loss")
+
     def progress_legend(self) -> str:
-        return (super().progress_legend() + "; for PICK, train_loss is the total of the terms printed in the 'PICK "
-                "epoch' line (L_seg + lambda_mim x L_mim + L_aux, labeled and, after warm-up, unlabeled): it starts "
-                "above val_loss, rises when the unlabeled terms start and can go below -1; L_seg is nnU-Net's Dice + "
-                "cross-entropy on labeled data (comparable with val_loss), L_mim the L1 error of the "
+        return (super().progress_legend() + "; L_mim is the L1 error of the "
                 "reconstructed masked voxels and L_aux the auxiliary decoder's Dice + cross-entropy; only voxels "
                 "predicted as foreground are masked, so L_mim and the masked fraction are 0 while the network "
                 "predicts no foreground yet (typical in the first epochs); unlabeled terms are n/a in warm-up "

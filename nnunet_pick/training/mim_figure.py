@@ -94,8 +94,8 @@ def draw_mim_figure(image: torch.Tensor, masked: torch.Tensor, masked_image: tor
                    ncol=min(3, n_values))
     where = "" if index is None else f" (slice {index} of axis 0)"
     fig.suptitle(title + where, fontsize=13)
-    note = ("The MIM loss (L1) counts the hidden voxels only: outside them the reconstruction is not trained and may "
-            "show artefacts.")
+    note = ("Hidden voxels are set to 0 (mid-grey for nnU-Net's z-score normalised images). The MIM loss (L1) counts "
+            "the hidden voxels only: outside them the reconstruction is not trained and may show artefacts.")
     if not msk.any():
         note += " Nothing is hidden here: the network predicts no foreground in this patch (yet; typical early on)."
     fig.text(0.5, 0.015, note, ha="center", va="bottom", fontsize=10)

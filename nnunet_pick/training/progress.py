@@ -17,6 +17,7 @@ matplotlib.use("agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from nnunetv2.training.logging.nnunet_logger import LocalLogger  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -135,6 +136,7 @@ def _draw_pick_panels(log: dict[str, list], epochs: int) -> Figure:
             ax.axvspan(-0.5, float(np.flatnonzero(warmup).max()) + 0.5, color="grey", alpha=0.15,
                        label="warm-up epochs (labeled data only)")
         ax.set_xlim(-0.5, max(epochs - 0.5, 0.5))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers (no 2.5 or -0.4 ticks)
         ax.set_xlabel(f"epoch (from 0, as in the training log)\n\n{note}", loc="left")
         ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0))
     fig.tight_layout()

@@ -768,7 +768,8 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
         return (super().progress_legend() + "; L_mim is the L1 error of the "
                 "reconstructed masked voxels and L_aux the auxiliary decoder's Dice + cross-entropy; only voxels "
                 "predicted as foreground are masked, so L_mim and the masked fraction are 0 while the network "
-                "predicts no foreground yet (typical in the first epochs); unlabeled terms are n/a in warm-up "
+                "predicts no foreground (common in the first epochs, when an untrained network may also mark most of "
+                "a patch as foreground); unlabeled terms are n/a in warm-up "
                 "epochs, which use labeled data only")
 
     def estimate_note(self) -> str:
@@ -850,7 +851,7 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
                 masked_image = apply_mask(image, masked)
                 reconstruction = network(masked_image, branch="mim")
                 aux_logits = network(paste_reconstruction(image, reconstruction, masked), branch="aux")
-            phase = "warm-up" if self.is_warmup_epoch(epoch) else "PICK"
+            phase = "warm-up: labeled data only" if self.is_warmup_epoch(epoch) else "labeled + unlabeled data"
             when = "final, " if final else ""
             save_mim_figure(path, image[0], masked[0], masked_image[0], reconstruction[0], aux_logits[0],
                             has_regions=self.label_manager.has_regions, class_names=self._output_channel_names(),

@@ -768,25 +768,26 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
         return (super().progress_legend() + "; L_mim is the L1 error of the "
                 "reconstructed masked voxels and L_aux the auxiliary decoder's Dice + cross-entropy; only voxels "
                 "predicted as foreground are masked, so L_mim and the masked fraction are 0 while the network "
-                "predicts no foreground (common in the first epochs, when an untrained network may also mark most of "
+                "predicts no foreground yet (common in the first epochs, when an untrained network may also mark most of "
                 "a patch as foreground); unlabeled terms are n/a in warm-up "
                 "epochs, which use labeled data only")
 
     def estimate_note(self) -> str:
-        if self.is_warmup_epoch() and self._measured_pick_epoch_ratio() is None:
+        if self.is_warmup_epoch():  # no epoch with unlabeled data has run, so the ratio is the pass count's
             return (f"; epochs after warm-up also train on unlabeled batches: counted as "
                     f"{self._pick_epoch_cost_ratio():.1f} x a warm-up epoch (from the passes of a step; measured once "
                     f"one has run)")
         return ""
 
-    def epoch_cost_weight(self, epoch: int) -> float:
+    def epoch_cost_weights(self, epochs: range) -> np.ndarray:
         """1 for a warm-up epoch, :meth:`_pick_epoch_cost_ratio` for an epoch with unlabeled data (for the time
-        estimates of :class:`~nnunet_pick.training.progress_lines.TrainingProgressMixin`). While a Dice criterion has
-        not started the unlabeled phase yet, it is assumed to start at ``num_warmup_epochs`` or the next epoch."""
+        estimates of :class:`~nnunet_pick.training.progress_lines.TrainingProgressMixin`; the phase start and the
+        ratio are computed once per call). While a Dice criterion has not started the unlabeled phase yet, it is
+        assumed to start at ``num_warmup_epochs`` or the next epoch."""
         start = self.unlabeled_phase_start()
         if start is None:
             start = max(self.num_warmup_epochs, self.current_epoch + 1)
-        return 1.0 if epoch < start else self._pick_epoch_cost_ratio()
+        return np.where(np.asarray(epochs) < start, 1.0, self._pick_epoch_cost_ratio())
 
     def _pick_epoch_cost_ratio(self) -> float:
         """Duration of an epoch with unlabeled data over a warm-up epoch: measured in this run once both kinds ran,
@@ -803,14 +804,16 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
     def _measured_pick_epoch_ratio(self) -> float | None:
         """Mean duration of this run's finished epochs with unlabeled data over that of its warm-up epochs; None
         until both kinds have run (in this process: durations from before a --c restart are kept in the log)."""
+        start = self.unlabeled_phase_start()
+        if start is None:
+            return None  # still warming up
         log = self.logger.local_logger.my_fantastic_logging
-        ends = log["epoch_end_timestamps"]  # the running epoch has a start but no end yet
-        durations = [end - begin for begin, end in zip(log["epoch_start_timestamps"][:len(ends)], ends, strict=True)]
-        warmup = [d for e, d in enumerate(durations) if self.is_warmup_epoch(e)]
-        pick = [d for e, d in enumerate(durations) if not self.is_warmup_epoch(e)]
-        if not warmup or not pick:
+        ends = np.asarray(log["epoch_end_timestamps"], dtype=float)  # the running epoch has a start but no end yet
+        durations = ends - np.asarray(log["epoch_start_timestamps"][:len(ends)], dtype=float)
+        warmup, pick = durations[:start], durations[start:]
+        if not len(warmup) or not len(pick):
             return None
-        return float(np.mean(pick) / np.mean(warmup))
+        return float(pick.mean() / warmup.mean())
 
     def epoch_detail_lines(self, epoch: int) -> list[str]:
         """PICK's terms of ``epoch``: phase, the unweighted losses and the fraction of voxels masked."""

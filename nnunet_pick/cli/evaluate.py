@@ -33,9 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"nnUNetv2_pick_evaluate: error: {e}", file=sys.stderr)
         return 1
-    # the summary's keys are label values (or region tuples) as nnU-Net writes them; the console adds the names
-    names = {str(v): k for k, v in dataset_json["labels"].items() if not isinstance(v, int) or v != 0}
-    names = {k if not k.startswith("[") else str(tuple(json.loads(k))): v for k, v in names.items()}
+    # the summary's keys are label values as nnU-Net writes them (the same lookup as the protocol's run_scores);
+    # the console adds the names, regions keep their key
+    names = {str(v): k for k, v in dataset_json["labels"].items() if isinstance(v, int)}
     rows = {label: f"{label} {names[label]}" if label in names else label for label in summary["mean"]}
     width = max(len("label"), *map(len, rows.values()))
     print(f"{len(summary['metric_per_case'])} cases; mean +/- std (NaN-free cases):")

@@ -152,15 +152,15 @@ class TrainingProgressMixin:
             return (now - self._progress_after_first) / (self._progress_iteration - 1)
         return (now - self._progress_epoch_start) / self._progress_iteration
 
-    def epoch_cost_weight(self, epoch: int) -> float:
-        """Relative cost of ``epoch`` for the time estimates: 1 for every epoch here; a trainer whose epochs differ
-        in cost (PICK's warm-up and unlabeled phases) returns its ratio, and the estimates weight the epochs left by
-        it instead of assuming they all cost what the recent ones did."""
-        return 1.0
+    def epoch_cost_weights(self, epochs: range) -> np.ndarray:
+        """Relative cost of each of ``epochs`` for the time estimates (float64, one per epoch): 1 for every epoch
+        here; a trainer whose epochs differ in cost (PICK's warm-up and unlabeled phases) returns its ratios, and the
+        estimates weight the epochs left by them instead of assuming they all cost what the recent ones did."""
+        return np.ones(len(epochs))
 
     def _seconds_of_epochs_after(self, epoch: int, unit_seconds: float) -> float:
         """Estimated seconds of epochs ``epoch + 1 .. num_epochs - 1``: ``unit_seconds`` x their cost weights."""
-        return unit_seconds * sum(self.epoch_cost_weight(e) for e in range(epoch + 1, self.num_epochs))
+        return unit_seconds * float(self.epoch_cost_weights(range(epoch + 1, self.num_epochs)).sum())
 
     def _seconds_per_unit(self, per_iteration: float) -> float:
         """Seconds of an epoch of weight 1: measured on earlier epochs of this run if any, else the current epoch's
@@ -168,16 +168,17 @@ class TrainingProgressMixin:
         finished = len(self.logger.local_logger.my_fantastic_logging["epoch_end_timestamps"])
         if self.current_epoch > self._progress_first_epoch and finished >= self.current_epoch:
             return self._recent_unit_seconds(self.current_epoch - 1)
-        return per_iteration * self.num_iterations_per_epoch / self.epoch_cost_weight(self.current_epoch)
+        current = range(self.current_epoch, self.current_epoch + 1)
+        return per_iteration * self.num_iterations_per_epoch / float(self.epoch_cost_weights(current)[0])
 
     def _recent_unit_seconds(self, epoch: int) -> float:
         """Mean duration (s, training and validation) of the last up to 3 epochs up to ``epoch``, each divided by its
-        :meth:`epoch_cost_weight`."""
+        :meth:`epoch_cost_weights`."""
         log = self.logger.local_logger.my_fantastic_logging
         first = max(0, epoch - 2)
         ends = np.asarray(log["epoch_end_timestamps"][first:epoch + 1], dtype=float)
         starts = np.asarray(log["epoch_start_timestamps"][first:epoch + 1], dtype=float)
-        weights = np.asarray([self.epoch_cost_weight(e) for e in range(first, epoch + 1)], dtype=float)
+        weights = self.epoch_cost_weights(range(first, epoch + 1))
         return float(np.mean((ends - starts) / weights))
 
     def _foreground_names(self, count: int) -> list[str]:

@@ -172,6 +172,36 @@ def test_pick_network_loads_a_plain_nnunet_checkpoint(self_trained, hippocampus)
     assert not torch.equal(before[key], after[key])  # the copy changed something
 
 
+def test_the_fine_tuning_control_loads_the_segmentation_heads_too(self_trained, hippocampus, capsys):
+    """nnUNetTrainer_finetune (the protocol's labeled-only fine-tuning control) gets every tensor of an nnUNetTrainer
+    checkpoint, heads included, as PICK's primary decoder does; stock nnUNetTrainer keeps nnU-Net's rule (heads
+    re-initialised), which made the control restart its heads while PICK kept them."""
+    import nnunetv2.run.run_training as run_training
+    import torch
+    from helpers import make_trainer
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from nnunet_pick.training.variants import TRAINERS
+
+    checkpoint = self_trained["teacher"] / "checkpoint_final.pth"
+    weights = torch.load(checkpoint, map_location="cpu", weights_only=False)["network_weights"]
+    loaded = {}
+    for cls in (TRAINERS["nnUNetTrainer_finetune"], nnUNetTrainer):
+        trainer = make_trainer(cls, hippocampus, "2d")
+        trainer.initialize()
+        run_training.load_pretrained_weights(trainer.network, str(checkpoint))
+        loaded[cls] = trainer.network.state_dict()
+    control, stock = loaded[TRAINERS["nnUNetTrainer_finetune"]], loaded[nnUNetTrainer]
+    heads = [k for k in weights if ".seg_layers." in k]
+    assert heads and set(control) == set(weights)
+    assert all(torch.equal(control[k], weights[k]) for k in weights)
+    # stock: heads at a fresh initialisation (biases start at 0, so the bias of nnU-Net's lowest deep-supervision
+    # head, whose loss weight is 0, is 0 in both; its weights are not)
+    assert not any(torch.equal(stock[k], weights[k]) for k in heads if k.endswith(".weight"))
+    assert all(torch.equal(stock[k], weights[k]) for k in weights if k not in heads)
+    assert f"nnunet-pick: pretrained weights from {checkpoint}" in capsys.readouterr().out
+
+
 def test_nnunet_pick_fine_tunes_from_pretrained_weights_and_predicts(self_trained, nnunet_dirs, tmp_path):
     env = self_trained["env"]
     checkpoint = self_trained["teacher"] / "checkpoint_final.pth"

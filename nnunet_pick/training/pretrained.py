@@ -20,9 +20,18 @@ What a PICK network gets from a plain nnU-Net checkpoint (the choices the paper 
   (C image channels instead of the segmentation heads) keeps its He initialisation.
 
 A checkpoint of a PICK run (all four parts present) is loaded as it is.
+
+The same rule (every tensor, matching segmentation heads included) serves the labeled-only fine-tuning control
+``nnUNetTrainer_finetune``: nnU-Net's own loader skips ``.seg_layers.`` (made for transfer to another label set), so a
+stock nnU-Net network fine-tuned from a model of the same labels restarts its heads, and the accuracy protocol
+measured that control's validation Dice restarting near 30 % while PICK's kept heads did not (issue "PICK that beats
+the labeled-only nnU-Net"). Trainers opt in with :class:`KeepPretrainedHeadsMixin`; every other nnU-Net network gets
+nnU-Net's function, unchanged.
 """
 
 from __future__ import annotations
+
+import weakref
 
 import torch
 from torch import nn
@@ -33,6 +42,19 @@ from nnunet_pick.network import PICKNetwork
 
 EXTRA_DECODERS = ("mim_decoder", "aux_decoder")
 
+#: plain nnU-Net networks whose trainer asked for the segmentation heads to be loaded too (KeepPretrainedHeadsMixin)
+_NETWORKS_KEEPING_HEADS: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+
+
+class KeepPretrainedHeadsMixin:
+    """Trainer mixin: ``-pretrained_weights`` loads every tensor of the checkpoint, the segmentation heads included
+    where their shapes match (fine-tuning a model of the same plans and labels), like PICK networks do; heads of
+    another shape keep their initialisation. Put it before the nnU-Net trainer in the bases."""
+
+    def initialize(self) -> None:
+        super().initialize()
+        _NETWORKS_KEEPING_HEADS.add(_unwrap(self.network))
+
 
 def _unwrap(network: nn.Module) -> nn.Module:
     if isinstance(network, DistributedDataParallel):
@@ -42,11 +64,11 @@ def _unwrap(network: nn.Module) -> nn.Module:
     return network
 
 
-def load_into_pick_network(network: PICKNetwork, pretrained: dict[str, torch.Tensor]) -> list[str]:
+def load_into_pick_network(network: nn.Module, pretrained: dict[str, torch.Tensor]) -> list[str]:
     """Load a plain nnU-Net (or PICK) state dict into ``network`` as the module docstring says.
 
     Args:
-        network: the PICK network (unwrapped).
+        network: the PICK network, or a plain nnU-Net network (encoder and decoder only), unwrapped.
         pretrained: ``checkpoint["network_weights"]`` of an nnU-Net trainer (keys ``encoder.*``, ``decoder.*``).
 
     Returns:
@@ -88,7 +110,7 @@ def load_into_pick_network(network: PICKNetwork, pretrained: dict[str, torch.Ten
     if heads_kept:
         lines.append(f"primary segmentation heads of another shape (another label set) keep their initialisation: "
                      f"{heads_kept}")
-    for decoder in EXTRA_DECODERS:
+    for decoder in (d for d in EXTRA_DECODERS if hasattr(network, d)):
         lines.append(f"{decoder}: {copied[decoder]} tensors initialised from the primary decoder"
                      + (f", {len(kept[decoder])} keep their initialisation ({', '.join(kept[decoder])})"
                         if kept[decoder] else ""))
@@ -96,12 +118,13 @@ def load_into_pick_network(network: PICKNetwork, pretrained: dict[str, torch.Ten
 
 
 def load_pretrained_weights_pick_aware(network: nn.Module, fname: str, verbose: bool = False) -> None:
-    """Drop-in for ``nnunetv2.run.load_pretrained_weights.load_pretrained_weights``: PICK networks get
-    :func:`load_into_pick_network` (what was done is printed), others nnU-Net's function."""
+    """Drop-in for ``nnunetv2.run.load_pretrained_weights.load_pretrained_weights``: PICK networks and those of
+    :class:`KeepPretrainedHeadsMixin` trainers get :func:`load_into_pick_network` (what was done is printed), others
+    nnU-Net's function."""
     from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
 
     module = _unwrap(network)
-    if not isinstance(module, PICKNetwork):
+    if not isinstance(module, PICKNetwork) and module not in _NETWORKS_KEEPING_HEADS:
         load_pretrained_weights(network, fname, verbose=verbose)
         return
     import torch.distributed as dist

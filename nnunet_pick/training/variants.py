@@ -13,6 +13,7 @@ import sys
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from nnunet_pick.training.pretrained import KeepPretrainedHeadsMixin
 from nnunet_pick.training.progress_lines import TrainingProgressMixin
 from nnunet_pick.training.trainer import nnUNetTrainerPICK
 
@@ -116,10 +117,16 @@ declare_variant("nnUNetTrainerPICK_finetune", "PICK fine-tuning from a trained n
                 num_warmup_epochs=0, initial_lr=1e-3, num_epochs=250)
 
 # its labeled-only control: the same fine-tuning of the same checkpoint without unlabeled data (the accuracy protocol's
-# -tr_finetune arms compare the two, so that "more iterations" is not counted as PICK's gain)
+# -tr_finetune arms compare the two, so that "more iterations" is not counted as PICK's gain). It loads the
+# segmentation heads as PICK does (nnU-Net's -pretrained_weights restarts them; see nnunet_pick.training.pretrained).
+class nnUNetTrainerKeepingHeads(KeepPretrainedHeadsMixin, nnUNetTrainer):
+    """nnU-Net's nnUNetTrainer whose -pretrained_weights keeps matching segmentation heads (not listed: the base of
+    the fine-tuning control)."""
+
+
 declare_variant("nnUNetTrainer_finetune", "nnU-Net's nnUNetTrainer fine-tuning from a trained model (labeled data "
-                "only): initial learning rate 1e-3, 250 epochs (use with -pretrained_weights).",
-                base=nnUNetTrainer, initial_lr=1e-3, num_epochs=250)
+                "only, segmentation heads loaded too): initial learning rate 1e-3, 250 epochs (use with "
+                "-pretrained_weights).", base=nnUNetTrainerKeepingHeads, initial_lr=1e-3, num_epochs=250)
 declare_variant("nnUNetTrainerPICK_startDice0p5Rampup", "PICK whose unlabeled phase starts after the first epoch "
                 "with validation Dice > 0.5 for every class, then ramps the unlabeled terms up (sigmoid, 25 % of the "
                 "epochs).", unlabeled_start_min_dice=0.5, num_warmup_epochs=0, unlabeled_rampup_fraction=0.25)

@@ -81,6 +81,22 @@ def test_report_table_on_fixed_scores(tmp_path):
     csv = (tmp_path / "report.csv").read_text(encoding="utf-8").splitlines()
     assert csv[0].startswith("arm,repeats,dice_mean_mean,dice_mean_sd")
     assert (tmp_path / "report.md").read_text(encoding="utf-8").startswith("# header")
+    per_repeat = (tmp_path / "scores_per_repeat.csv").read_text(encoding="utf-8").splitlines()
+    assert per_repeat[0] == "arm,repeat,dice_mean,dice_Anterior,dice_Posterior"
+    assert len(per_repeat) == 1 + 4 + 4 + 2 + 4
+    assert "nnUNetTrainerPICK,2,0.83,0.84,0.82" in per_repeat
+
+
+def test_protocol_refuses_a_start_criterion_that_reads_the_test_labels():
+    """The protocol's validation cases are its test cases: a variant whose unlabeled phase starts on validation Dice
+    would let test labels shape its training, so it is refused; fixed-warm-up variants pass."""
+    from nnunet_pick.benchmark.protocol import check_trainers_hygiene
+
+    for name in ("nnUNetTrainerPICK_startAllClasses", "nnUNetTrainerPICK_startDice0p5Rampup"):
+        with pytest.raises(ValueError, match=f"{name} starts its unlabeled phase on nnU-Net's validation Dice"):
+            check_trainers_hygiene(["nnUNetTrainerPICK", name])
+    check_trainers_hygiene(["nnUNetTrainerPICK", "nnUNetTrainerPICK_rampup", "nnUNetTrainerPICK_twoStage",
+                            "nnUNetTrainerPICK_finetune", "nnUNetTrainer_finetune", "a_users_own_trainer"])
 
 
 def test_protocol_splits_are_paired_disjoint_from_the_test_cases_and_fixed_by_the_seed(tmp_path):

@@ -143,6 +143,25 @@ def check_splits_hygiene(splits: list[dict], test: list[str]) -> None:
                              f"be training data)")
 
 
+def check_trainers_hygiene(trainers: list[str]) -> None:
+    """Refuse trainers whose schedule reads nnU-Net's online validation: in the protocol the validation cases are the
+    test cases, so a start criterion on validation Dice (``unlabeled_start_min_dice``, e.g.
+    ``nnUNetTrainerPICK_startAllClasses``) would let test labels decide when unlabeled data starts to count. Checked
+    for this project's declared variants (their ``pick_settings``); a user's own classes are not inspected.
+
+    Raises:
+        ValueError: naming the trainer and why.
+    """
+    from nnunet_pick.training.variants import TRAINERS
+
+    for name in trainers:
+        settings = getattr(TRAINERS.get(name), "pick_settings", {})
+        if settings.get("unlabeled_start_min_dice") is not None:
+            raise ValueError(f"{name} starts its unlabeled phase on nnU-Net's validation Dice, and the protocol's "
+                             f"validation cases are its test cases: test labels would shape the training. Measure "
+                             f"it outside the protocol, or with a start criterion that reads no validation labels.")
+
+
 def ensure_protocol_plans(dataset_name: str, protocol: Protocol, env: dict, log: str) -> str:
     """nnU-Net's planning and ``base_configuration`` preprocessing if missing, then the protocol's plans file (a copy
     of ``nnUNetPlans`` with ``plans_changes``, same ``data_identifier``: the preprocessed data is shared).
@@ -251,7 +270,8 @@ def _fmt(value: float, scale: float = 100, digits: int = 1) -> str:
 def write_protocol_report(scores: dict[str, dict[int, dict[str, float]]], classes: list[str], metadata_lines: list[str],
                           times: dict[str, list[float]], output: str) -> str:
     """``report.md`` and ``report.csv``: per arm mean ± sd of Dice (mean and per class, %), paired difference to the
-    labeled-only arm with its 95 % t interval, gap closed, repeats and wall time per repeat.
+    labeled-only arm with its 95 % t interval, gap closed, repeats and wall time per repeat; ``scores_per_repeat.csv``:
+    every arm's Dice per repeat (fractions).
 
     Args:
         scores: arm -> repeat -> {"mean": Dice, class name: Dice} (fractions).
@@ -306,6 +326,12 @@ def write_protocol_report(scores: dict[str, dict[int, dict[str, float]]], classe
                       "labeled-only run).")])
     with open(join(output, "report.md"), "w", encoding="utf-8") as f:
         f.write(text + "\n")
+    # per repeat too, so that later runs can be paired with these (same labeled subset and seed)
+    with open(join(output, "scores_per_repeat.csv"), "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["arm", "repeat", *[f"dice_{k}" for k in keys]])
+        writer.writerows([arm, r, *[s[k] for k in keys]] for arm, per_repeat in scores.items()
+                         for r, s in sorted(per_repeat.items()))
     fieldnames = list(dict.fromkeys(k for row in rows for k in row))
     with open(join(output, "report.csv"), "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=fieldnames)
@@ -433,6 +459,7 @@ def _run(dataset_name: str, protocol: Protocol, protocol_name: str, pick_trainer
     unknown = set(skip_arms) - {SELF_TRAINING, FULLY_SUPERVISED}
     if unknown:
         raise ValueError(f"only {SELF_TRAINING!r} and {FULLY_SUPERVISED!r} can be skipped, not {sorted(unknown)}")
+    check_trainers_hygiene([*pick_trainers, *finetune_trainers])
     if finetune_trainers and not protocol.finetune_schedule:
         raise ValueError(f"protocol {protocol_name} has no finetune_schedule for fine-tuning arms")
     for run in protocol_runs(dataset_name, derived, pick_trainers, repeats, finetune_trainers):

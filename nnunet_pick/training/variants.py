@@ -90,7 +90,8 @@ declare_variant("nnUNetTrainerPICK_Fourier", "PICK with Fourier amplitude mixing
 
 # the schedule of the unlabeled phase and start-up masking (nnunet_pick.training.schedule, masking.with_startup_blocks):
 # hypotheses for the gain measured too small on Hippocampus (at the end of the fixed warm-up no run predicted the
-# posterior class; labeled masks were empty in the first epochs). Not yet measured with the accuracy protocol.
+# posterior class; labeled masks were empty in the first epochs). The validation-Dice starts read validation labels:
+# the accuracy protocol (validation = its test cases) refuses them (benchmark.protocol.check_trainers_hygiene).
 declare_variant("nnUNetTrainerPICK_startAllClasses", "PICK whose unlabeled phase starts after the first epoch in "
                 "which nnU-Net's validation predicted every class (Dice > 0), with no minimum warm-up.",
                 unlabeled_start_min_dice=0.0, num_warmup_epochs=0)

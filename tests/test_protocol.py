@@ -96,6 +96,7 @@ def test_protocol_refuses_a_start_criterion_that_reads_the_test_labels():
         with pytest.raises(ValueError, match=f"{name} starts its unlabeled phase on nnU-Net's validation Dice"):
             check_trainers_hygiene(["nnUNetTrainerPICK", name])
     check_trainers_hygiene(["nnUNetTrainerPICK", "nnUNetTrainerPICK_rampup", "nnUNetTrainerPICK_twoStage",
+                            "nnUNetTrainerPICK_startTrainDice0p5",
                             "nnUNetTrainerPICK_finetune", "nnUNetTrainer_finetune", "a_users_own_trainer"])
 
 

@@ -374,6 +374,76 @@ def test_unlabeled_phase_starts_only_once_every_class_is_predicted(trainer, monk
         t.optimizer.zero_grad(set_to_none=True)
 
 
+def test_training_dice_counts_on_fixed_numbers():
+    """tp / fp / fn per foreground class as nnU-Net's online Dice counts them (argmax; ignore label excluded)."""
+    from nnunet_pick.training.schedule import dice_from_counts, training_dice_counts
+
+    # 4 voxels, 3 heads (background, 1, 2); predicted labels 1, 1, 2, 0; true labels 1, 2, 2, 1
+    predicted = torch.tensor([1, 1, 2, 0])
+    logits = torch.nn.functional.one_hot(predicted, 3).T.float().reshape(1, 3, 2, 2) * 5
+    target = torch.tensor([1, 2, 2, 1]).reshape(1, 1, 2, 2).float()
+    counts = training_dice_counts(logits, target, has_regions=False, ignore_label=None)
+    assert counts.tolist() == [[1, 1], [1, 0], [1, 1]]  # class 1: tp 1 fp 1 fn 1; class 2: tp 1 fp 0 fn 1
+    assert dice_from_counts(counts) == pytest.approx([0.5, 2 / 3])
+    # the last voxel is the ignore label (3): the false negative of class 1 there is not counted
+    target_ignore = torch.tensor([1, 2, 2, 3]).reshape(1, 1, 2, 2).float()
+    counts = training_dice_counts(logits, target_ignore, has_regions=False, ignore_label=3)
+    assert counts.tolist() == [[1, 1], [1, 0], [0, 1]]
+    assert target_ignore.flatten().tolist() == [1, 2, 2, 3]  # not modified
+    # regions: sigmoid > 0.5 on two region heads, no background head
+    region_logits = torch.tensor([[1.0, -1.0], [1.0, 1.0]]).reshape(1, 2, 2, 1)  # region 0: on, off; region 1: on, on
+    region_target = torch.tensor([[1, 1], [0, 1]]).reshape(1, 2, 2, 1).float()
+    assert training_dice_counts(region_logits, region_target, has_regions=True, ignore_label=None).tolist() == [
+        [1, 1], [0, 1], [1, 0]]
+    assert math.isnan(dice_from_counts(torch.zeros(3, 1))[0])  # neither present nor predicted
+
+
+def test_unlabeled_phase_starts_on_the_training_batches_dice(trainer, monkeypatch):
+    """nnUNetTrainerPICK_startTrainDice0p5: the labeled step counts the primary decoder's tp / fp / fn on the real
+    batch (tp + fn = the class's voxels in the target), and the start reads the training Dice, never nnU-Net's
+    validation Dice (which is the accuracy protocol's test set)."""
+    from nnunet_pick.training.progress import TRAIN_DICE_KEY
+    from nnunet_pick.training.variants import TRAINERS
+
+    t = trainer
+    apply_settings(t, monkeypatch, TRAINERS["nnUNetTrainerPICK_startTrainDice0p5"].pick_settings)
+    log = t.logger.local_logger.my_fantastic_logging
+    monkeypatch.setattr(t, "_optimizer_step", lambda: True)
+    saved = list(log[TRAIN_DICE_KEY]), list(log["dice_per_class_or_region"])
+    try:
+        log["dice_per_class_or_region"][:] = [[0.9, 0.9]]  # validation would say "start"
+        log[TRAIN_DICE_KEY][:] = [[0.7, 0.3]]  # the posterior class is not yet at Dice 0.5 on the training batches
+        t.current_epoch = 1
+        assert t.unlabeled_phase_start() is None
+        t._train_dice_counts = None
+        batch = next(t.dataloader_train)
+        target = batch["target"][0] if isinstance(batch["target"], list) else batch["target"]
+        out = t.train_step(batch)
+        assert math.isnan(out["train_loss_aux_unlabeled"])  # still warm-up
+        counts = t._train_dice_counts
+        assert counts.shape == (3, 2)
+        assert [int(counts[0, c] + counts[2, c]) for c in (0, 1)] == [int((target == c).sum()) for c in (1, 2)]
+        log[TRAIN_DICE_KEY].append([0.8, 0.6])
+        assert t.unlabeled_phase_start() == 2
+        assert t.is_warmup_epoch(1) and not t.is_warmup_epoch(2)
+    finally:
+        log[TRAIN_DICE_KEY][:], log["dice_per_class_or_region"][:] = saved
+        t._train_dice_counts = None
+        t.optimizer.zero_grad(set_to_none=True)
+
+
+def test_a_checkpoint_without_training_dice_continues():
+    """Checkpoints written before the training Dice was logged get 'not counted' for each of their epochs."""
+    from nnunet_pick.training.progress import TRAIN_DICE_KEY, PICKLocalLogger
+
+    logger = PICKLocalLogger()
+    old = {k: [0.0, 0.0, 0.0] for k in logger.my_fantastic_logging if k != TRAIN_DICE_KEY}
+    logger.load_checkpoint(old)
+    assert logger.my_fantastic_logging[TRAIN_DICE_KEY] == [[], [], []]
+    logger.log(TRAIN_DICE_KEY, [0.5, 0.25], 3)
+    assert logger.my_fantastic_logging[TRAIN_DICE_KEY][3] == [0.5, 0.25]
+
+
 def test_rampup_scales_the_unlabeled_gradient_and_the_logged_total(trainer, monkeypatch):
     t = trainer
     monkeypatch.setattr(t, "unlabeled_rampup_fraction", 0.5)  # 2 of the fixture's 4 epochs

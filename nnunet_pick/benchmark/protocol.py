@@ -156,10 +156,12 @@ def check_trainers_hygiene(trainers: list[str]) -> None:
 
     for name in trainers:
         settings = getattr(TRAINERS.get(name), "pick_settings", {})
-        if settings.get("unlabeled_start_min_dice") is not None:
+        if settings.get("unlabeled_start_min_dice") is not None \
+                and settings.get("unlabeled_start_criterion", "validation") == "validation":
             raise ValueError(f"{name} starts its unlabeled phase on nnU-Net's validation Dice, and the protocol's "
                              f"validation cases are its test cases: test labels would shape the training. Measure "
-                             f"it outside the protocol, or with a start criterion that reads no validation labels.")
+                             f"it outside the protocol, or its training-batch twin (unlabeled_start_criterion="
+                             f"'training', e.g. nnUNetTrainerPICK_startTrainDice0p5).")
 
 
 def ensure_protocol_plans(dataset_name: str, protocol: Protocol, env: dict, log: str) -> str:

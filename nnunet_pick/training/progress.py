@@ -43,13 +43,27 @@ MASK_PANEL_NOTE = ("Only voxels predicted as foreground are masked: the fraction
 PIXEL_REDUCTION = 2
 
 
+#: per epoch, the primary decoder's Dice per foreground class on the labeled training batches (an empty list when not
+#: counted: it is counted only for ``unlabeled_start_criterion = "training"``, nnunet_pick.training.schedule)
+TRAIN_DICE_KEY = "train_dice_per_class"
+
+
 class PICKLocalLogger(LocalLogger):
-    """nnU-Net's ``LocalLogger`` with PICK's curves (:data:`PICK_CURVES`) and a wider ``progress.png``."""
+    """nnU-Net's ``LocalLogger`` with PICK's curves (:data:`PICK_CURVES`, :data:`TRAIN_DICE_KEY`) and a wider
+    ``progress.png``."""
 
     def __init__(self, verbose: bool = False) -> None:
         super().__init__(verbose)
-        for key in PICK_CURVES:
+        for key in (*PICK_CURVES, TRAIN_DICE_KEY):
             self.my_fantastic_logging[key] = []
+
+    def load_checkpoint(self, checkpoint: dict) -> None:
+        """nnU-Net's restore; a checkpoint written before :data:`TRAIN_DICE_KEY` existed gets "not counted" (an empty
+        list) for each of its epochs, so that ``--c`` continues it."""
+        super().load_checkpoint(checkpoint)
+        if TRAIN_DICE_KEY not in self.my_fantastic_logging:
+            epochs = len(self.my_fantastic_logging.get("epoch_end_timestamps", []))
+            self.my_fantastic_logging[TRAIN_DICE_KEY] = [[] for _ in range(epochs)]
 
     def plot_progress_png(self, output_folder: str) -> None:
         """Write nnU-Net's ``progress.png``, then widen it with PICK's panels on the right (atomically replaced)."""

@@ -10,6 +10,10 @@ and attentive masks were unusable.
   (threshold 0: the primary decoder predicts every class somewhere correctly). The criterion reads nnU-Net's own
   logged ``dice_per_class_or_region``, which is checkpointed and identical on every DDP rank, so the start is
   recomputed rather than stored, and ``--c`` resumes in the right phase.
+- **Start on a training criterion** (``unlabeled_start_criterion = "training"``): the same rule on the Dice of the
+  primary decoder's predictions on the epoch's labeled *training* batches (:func:`training_dice_counts`, counted as
+  nnU-Net counts its online validation Dice). It reads no validation labels, so it can be measured where the
+  validation cases are test cases (the accuracy protocol refuses the validation criterion there).
 - **Ramp the unlabeled weight up** (:func:`sigmoid_rampup`): the sigmoid ramp of the semi-supervised literature
   (Laine & Aila 2017, Tarvainen & Valpola 2017), ``exp(-5 (1 - t / T)^2)`` for ``t < T`` epochs after the start, 1
   after it.
@@ -25,7 +29,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+import torch
+from nnunetv2.training.loss.dice import get_tp_fp_fn_tn
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+
+#: where the start criterion reads its per-class Dice
+START_CRITERIA = ("validation", "training")
 
 
 def unlabeled_start_epoch(dice_per_class: Sequence[Sequence[float]], *, min_epochs: int,
@@ -45,6 +54,51 @@ def unlabeled_start_epoch(dice_per_class: Sequence[Sequence[float]], *, min_epoc
         if len(dice) and all(not math.isnan(d) and d > min_dice for d in dice):
             return max(epoch + 1, min_epochs)
     return None
+
+
+def training_dice_counts(logits: torch.Tensor, target: torch.Tensor, *, has_regions: bool,
+                         ignore_label: int | None) -> torch.Tensor:
+    """Per foreground class (or region) true positives, false positives and false negatives of the hard prediction
+    on a training batch, counted exactly as nnU-Net's ``nnUNetTrainer.validation_step`` counts its online Dice
+    (argmax, or sigmoid > 0.5 for regions; ignore-label voxels excluded; nnU-Net's ``get_tp_fp_fn_tn``).
+
+    Args:
+        logits: full-resolution primary logits, (B, heads, X, Y[, Z]), any float dtype (not modified).
+        target: full-resolution target of the same batch: labels (B, 1, X, Y[, Z]), or region one-hots
+            (B, regions [+ 1 ignore channel], X, Y[, Z]) (not modified).
+        has_regions: region-based (sigmoid) heads.
+        ignore_label: the dataset's ignore label, or None.
+
+    Returns:
+        float32 (3, foreground classes) on the logits' device: tp, fp, fn in voxels.
+    """
+    with torch.no_grad():
+        logits = logits.detach()
+        axes = [0, *range(2, logits.ndim)]
+        if has_regions:
+            prediction = (logits > 0).long()  # sigmoid(x) > 0.5
+        else:
+            prediction = torch.zeros(logits.shape, device=logits.device, dtype=torch.float16)
+            prediction.scatter_(1, logits.argmax(1, keepdim=True), 1)
+        mask = None
+        if ignore_label is not None:
+            if has_regions:
+                mask = (~target[:, -1:].bool()).float()
+                target = target[:, :-1]
+            else:
+                mask = (target != ignore_label).float()
+                target = torch.where(target == ignore_label, torch.zeros_like(target), target)
+        tp, fp, fn, _ = get_tp_fp_fn_tn(prediction, target, axes=axes, mask=mask)
+        counts = torch.stack([tp, fp, fn]).float()
+        return counts if has_regions else counts[:, 1:]
+
+
+def dice_from_counts(counts: torch.Tensor) -> list[float]:
+    """Per-class Dice ``2 tp / (2 tp + fp + fn)`` of (3, C) counts; NaN where a class is neither present nor
+    predicted (as nnU-Net's online Dice)."""
+    tp, fp, fn = counts.double().cpu()
+    denominator = 2 * tp + fp + fn
+    return [float(2 * t / d) if d > 0 else math.nan for t, d in zip(tp, denominator, strict=True)]
 
 
 def sigmoid_rampup(epochs_since_start: float, rampup_epochs: int) -> float:

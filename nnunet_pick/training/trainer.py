@@ -49,9 +49,16 @@ from nnunet_pick.training import pretrained as _pretrained
 from nnunet_pick.training.batch_cases import CaseRecordingLoader, case_ids
 from nnunet_pick.training.checkpoint_plans import plans_differences, refuse_changed_plans
 from nnunet_pick.training.mim_figure import save_mim_figure
-from nnunet_pick.training.progress import PICK_CURVES, PICKLocalLogger
+from nnunet_pick.training.progress import PICK_CURVES, TRAIN_DICE_KEY, PICKLocalLogger
 from nnunet_pick.training.progress_lines import TrainingProgressMixin
-from nnunet_pick.training.schedule import TwoStagePolyLRScheduler, sigmoid_rampup, unlabeled_start_epoch
+from nnunet_pick.training.schedule import (
+    START_CRITERIA,
+    TwoStagePolyLRScheduler,
+    dice_from_counts,
+    sigmoid_rampup,
+    training_dice_counts,
+    unlabeled_start_epoch,
+)
 from nnunet_pick.unlabeled.dataset import nnUNetDatasetUnlabeled
 from nnunet_pick.unlabeled.pool import (
     complete_case_folders,
@@ -96,6 +103,14 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
     - ``cutmix_probability`` (float, 0): CutMix on labeled batches with this probability (Yun et al. 2019).
     - ``fourier_mix_eta`` (float, 0): Fourier amplitude mixing of every batch with ``λ ~ U(0, eta)`` (Xu et al.
       2021); 0 disables it.
+    - ``unlabeled_start_min_dice`` (float or None): start the unlabeled phase after the first epoch whose Dice
+      exceeds this for every foreground class (at the earliest after ``num_warmup_epochs``); None: after
+      ``num_warmup_epochs``. ``unlabeled_start_criterion`` (``"validation"``): whose Dice, nnU-Net's online
+      validation or (``"training"``) the primary decoder's on the epoch's labeled training batches
+      (:mod:`nnunet_pick.training.schedule`).
+    - ``unlabeled_rampup_fraction`` (float, 0): sigmoid ramp of the unlabeled terms over this fraction of
+      ``num_epochs`` after the start; ``startup_masking_min_fraction`` (float, 0): random blocks instead of the
+      attentive mask for samples with less predicted foreground than this.
     - ``max_nonfinite_steps_in_a_row`` (int, 5): a step with a non-finite loss or gradient is skipped and logged;
       this many in a row stop training with a ``RuntimeError``.
 
@@ -127,6 +142,8 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
         # opt-in schedule of the unlabeled phase and start-up masking (nnunet_pick.training.schedule, masking.py);
         # off in PICK itself
         self.unlabeled_start_min_dice: float | None = None
+        self.unlabeled_start_criterion = "validation"
+        self._train_dice_counts: torch.Tensor | None = None  # (3, classes) tp, fp, fn of this epoch's labeled batches
         self.unlabeled_rampup_fraction = 0.0
         self.startup_masking_min_fraction = 0.0
         self._branch_weight = 1.0  # weight of the branch being back-propagated (the unlabeled ramp)
@@ -192,11 +209,13 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
 
     def unlabeled_phase_start(self) -> int | None:
         """First epoch with unlabeled data: ``num_warmup_epochs``, or with ``unlabeled_start_min_dice`` set the
-        epoch after nnU-Net's validation Dice first exceeded it for every class (at least ``num_warmup_epochs``;
-        None until then; :func:`nnunet_pick.training.schedule.unlabeled_start_epoch`)."""
+        epoch after the Dice of ``unlabeled_start_criterion`` (nnU-Net's validation, or the labeled training
+        batches') first exceeded it for every class (at least ``num_warmup_epochs``; None until then;
+        :func:`nnunet_pick.training.schedule.unlabeled_start_epoch`)."""
         if self.unlabeled_start_min_dice is None:
             return self.num_warmup_epochs
-        return unlabeled_start_epoch(self.logger.local_logger.my_fantastic_logging["dice_per_class_or_region"],
+        key = "dice_per_class_or_region" if self.unlabeled_start_criterion == "validation" else TRAIN_DICE_KEY
+        return unlabeled_start_epoch(self.logger.local_logger.my_fantastic_logging[key],
                                      min_epochs=self.num_warmup_epochs, min_dice=self.unlabeled_start_min_dice)
 
     def unlabeled_weight(self, epoch: int | None = None) -> float:
@@ -226,6 +245,9 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
     def initialize(self) -> None:
         if self.masking not in MASKING_STRATEGIES:
             raise ValueError(f"{type(self).__name__}.masking = {self.masking!r}; expected one of {MASKING_STRATEGIES}")
+        if self.unlabeled_start_criterion not in START_CRITERIA:
+            raise ValueError(f"{type(self).__name__}.unlabeled_start_criterion = {self.unlabeled_start_criterion!r}; "
+                             f"expected one of {START_CRITERIA}")
         super().initialize()
         # the auxiliary decoder uses nnU-Net's own Dice+CE (Dice+BCE for regions) without deep supervision
         self.aux_loss = self.loss.loss if isinstance(self.loss, DeepSupervisionWrapper) else self.loss
@@ -487,7 +509,8 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
         self.print_to_log_file(
             f"PICK settings: lambda_mim={self.lambda_mim}, num_warmup_epochs={self.num_warmup_epochs} of "
             f"{self.num_epochs}, unlabeled_batch_size={self.unlabeled_batch_size} (labeled {self.batch_size} per "
-            f"GPU), masking={self.masking!r}, unlabeled_start_min_dice={self.unlabeled_start_min_dice}, "
+            f"GPU), masking={self.masking!r}, unlabeled_start_min_dice={self.unlabeled_start_min_dice} "
+            f"({self.unlabeled_start_criterion}), "
             f"unlabeled_rampup_fraction={self.unlabeled_rampup_fraction}, "
             f"startup_masking_min_fraction={self.startup_masking_min_fraction}, "
             f"unlabeled_phase_lr={self.unlabeled_phase_lr}")
@@ -671,9 +694,13 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
             loss_seg = self.loss(output, target)
         logits = output[0] if isinstance(output, (list, tuple)) else output
         _, masked = self._segmentation_mask(logits)
+        full_res_target = target[0] if isinstance(target, list) else target
+        if self._counts_training_dice():
+            counts = training_dice_counts(logits, full_res_target, has_regions=self.label_manager.has_regions,
+                                          ignore_label=self.label_manager.ignore_label)
+            self._train_dice_counts = counts if self._train_dice_counts is None else self._train_dice_counts + counts
         self._backward(loss_seg)
         del output, logits
-        full_res_target = target[0] if isinstance(target, list) else target
         loss_mim, loss_aux = self._mim_and_aux_branches(data, masked, full_res_target)
         return {"train_loss_seg": loss_seg.detach(), "train_loss_mim_labeled": loss_mim,
                 "train_loss_aux_labeled": loss_aux, "masked_fraction_labeled": masked.float().mean()}
@@ -741,6 +768,14 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
         if self.local_rank == 0 and os.path.isfile(partial):
             os.replace(partial, filename)
 
+    def _counts_training_dice(self) -> bool:
+        """The start criterion reads the labeled training batches' Dice (counted in every epoch, for the log)."""
+        return self.unlabeled_start_min_dice is not None and self.unlabeled_start_criterion == "training"
+
+    def on_train_epoch_start(self) -> None:
+        self._train_dice_counts = None
+        super().on_train_epoch_start()
+
     def on_train_epoch_end(self, train_outputs: list[dict]) -> None:
         super().on_train_epoch_end(train_outputs)
         for key in PICK_CURVES:
@@ -750,6 +785,16 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
                 dist.all_gather_object(gathered, values)
                 values = np.concatenate(gathered)
             self.logger.log(key, _nanmean(values), self.current_epoch)
+        dice: list[float] = []
+        if self._counts_training_dice():
+            counts = self._train_dice_counts
+            if counts is None:  # no labeled step on this rank (cannot happen with nnU-Net's loop; kept collective)
+                counts = torch.zeros((3, len(self.label_manager.foreground_regions if self.label_manager.has_regions
+                                              else self.label_manager.foreground_labels)), device=self.device)
+            if self.is_ddp:
+                dist.all_reduce(counts)
+            dice = dice_from_counts(counts)
+        self.logger.log(TRAIN_DICE_KEY, dice, self.current_epoch)
 
     def on_epoch_end(self) -> None:
         epoch = self.current_epoch

@@ -32,7 +32,8 @@ def logger_of(epochs: int, warmup: int) -> PICKLocalLogger:
                   "train_loss_mim_unlabeled": math.nan if w else 0.015, "train_loss_aux_labeled": 0.6 - 0.02 * e,
                   "train_loss_aux_unlabeled": math.nan if w else 0.45,
                   "masked_fraction_labeled": 0.0 if e < 3 else 0.052,
-                  "masked_fraction_unlabeled": math.nan if w else 0.047, "warmup": float(w)}
+                  "masked_fraction_unlabeled": math.nan if w else 0.047, "warmup": float(w),
+                  "train_dice_per_class": []}  # every key once per epoch, as the trainer logs them
         for key, value in values.items():
             log.log(key, value, e)
     return log

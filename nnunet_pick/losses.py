@@ -60,21 +60,38 @@ def paste_reconstruction(image: torch.Tensor, reconstruction: torch.Tensor, mask
     return torch.where(masked, reconstruction.detach().to(image.dtype), image)
 
 
-def auxiliary_target(pseudo: torch.Tensor, *, has_regions: bool, has_ignore_label: bool) -> torch.Tensor:
+def auxiliary_target(pseudo: torch.Tensor, *, has_regions: bool, has_ignore_label: bool,
+                     kept: torch.Tensor | None = None, ignore_value: int | None = None) -> torch.Tensor:
     """Format a pseudo-label as the target nnU-Net's segmentation loss expects (for ``L_aux``, PICK Eq. 9).
 
     Args:
         pseudo: from :func:`nnunet_pick.masking.pseudo_label`: int64 (B, 1, ...) labels, or bool (B, R, ...) regions.
         has_regions: region-based training (``DC_and_BCE_loss``).
-        has_ignore_label: the dataset has an ignore label. For regions nnU-Net's loss then expects one extra last
-            channel that marks ignored voxels; a pseudo-label ignores nothing, so it is all zeros.
+        has_ignore_label: the loss expects an ignore label. For regions nnU-Net's loss then expects one extra last
+            channel that marks ignored voxels (1 = ignored).
+        kept: optional bool (B, 1, ...), False where the pseudo-label is not a target (low confidence,
+            :func:`nnunet_pick.masking.confident_voxels`); None keeps every voxel (PICK).
+        ignore_value: the label value nnU-Net's ``DC_and_CE_loss`` ignores (its ``ignore_label``); required for
+            labels when ``kept`` is given.
 
     Returns:
-        Labels: the int64 (B, 1, ...) map as is. Regions: float32 one-hot (B, R[+1], ...).
+        Labels: the int64 (B, 1, ...) map, ``ignore_value`` where not kept. Regions: float32 one-hot (B, R[+1], ...),
+        the extra channel 1 where not kept.
+
+    Raises:
+        ValueError: if ``kept`` is given without an ignore label to mark it (regions without ``has_ignore_label``,
+            labels without ``ignore_value``).
     """
     if not has_regions:
-        return pseudo
+        if kept is None:
+            return pseudo
+        if ignore_value is None:
+            raise ValueError("auxiliary_target: kept needs the ignore_value of the loss")
+        return torch.where(kept, pseudo, torch.full_like(pseudo, ignore_value))
     target = pseudo.to(torch.float32)
+    if kept is not None and not has_ignore_label:
+        raise ValueError("auxiliary_target: kept needs a region loss with an ignore channel (has_ignore_label)")
     if has_ignore_label:
-        target = torch.cat((target, torch.zeros_like(target[:, :1])), 1)
+        ignored = torch.zeros_like(target[:, :1]) if kept is None else (~kept).to(torch.float32)
+        target = torch.cat((target, ignored), 1)
     return target

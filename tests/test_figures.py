@@ -33,6 +33,7 @@ def logger_of(epochs: int, warmup: int) -> PICKLocalLogger:
                   "train_loss_aux_unlabeled": math.nan if w else 0.45,
                   "masked_fraction_labeled": 0.0 if e < 3 else 0.052,
                   "masked_fraction_unlabeled": math.nan if w else 0.047, "warmup": float(w),
+                  "confident_fraction_unlabeled": math.nan if w else 1.0,
                   "train_dice_per_class": []}  # every key once per epoch, as the trainer logs them
         for key, value in values.items():
             log.log(key, value, e)

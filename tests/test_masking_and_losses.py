@@ -167,3 +167,30 @@ def test_fourier_amplitude_mix_keeps_phase_and_mixes_amplitude():
     keep = f_x[0].abs() > 1e-3
     torch.testing.assert_close(torch.cos(f_out[0].angle() - f_x[0].angle())[keep], torch.ones(int(keep.sum())),
                                atol=1e-3, rtol=0)  # own phase
+
+
+def test_confident_voxels_and_the_auxiliary_target_that_leaves_the_others_out():
+    from nnunet_pick.masking import confident_voxels
+
+    # softmax over 3 classes at 3 voxels: probabilities (0.98, 0.01, 0.01), (0.5, 0.25, 0.25), (0.02, 0.04, 0.94)
+    probabilities = torch.tensor([[0.98, 0.5, 0.02], [0.01, 0.25, 0.04], [0.01, 0.25, 0.94]])
+    logits = probabilities.log().view(1, 3, 1, 3)
+    kept = confident_voxels(logits, 0.95, has_regions=False)
+    assert kept.tolist() == [[[[True, False, False]]]]
+    assert confident_voxels(logits, 0.9, has_regions=False).tolist() == [[[[True, False, True]]]]
+    assert confident_voxels(logits, 0.0, has_regions=False).all()
+    pseudo = logits.argmax(1, keepdim=True)
+    target = auxiliary_target(pseudo, has_regions=False, has_ignore_label=True, kept=kept, ignore_value=3)
+    assert target.tolist() == [[[[0, 3, 3]]]]
+    with pytest.raises(ValueError, match="ignore_value"):
+        auxiliary_target(pseudo, has_regions=False, has_ignore_label=False, kept=kept)
+    with pytest.raises(ValueError, match="probability"):
+        confident_voxels(logits, 1.5, has_regions=False)
+    # regions: every region's probability must be >= 0.9 or <= 0.1; sigmoid(3) = 0.953, sigmoid(1) = 0.731
+    region_logits = torch.tensor([[[[3.0, 3.0, -3.0]], [[-3.0, 1.0, -3.0]]]])
+    kept = confident_voxels(region_logits, 0.9, has_regions=True)
+    assert kept.tolist() == [[[[True, False, True]]]]
+    target = auxiliary_target(region_logits > 0, has_regions=True, has_ignore_label=True, kept=kept)
+    assert target[:, -1].tolist() == [[[0.0, 1.0, 0.0]]]  # nnU-Net's ignore channel: 1 = left out
+    with pytest.raises(ValueError, match="ignore channel"):
+        auxiliary_target(region_logits > 0, has_regions=True, has_ignore_label=False, kept=kept)

@@ -44,6 +44,20 @@ def test_region_based_dataset(hippocampus, monkeypatch):
     pseudo, masked = t._segmentation_mask(logits)
     assert pseudo.tolist() == [[[[True, False, False]], [[False, True, False]]]]
     assert masked.tolist() == [[[[True, True, False]]]]
+    # the confidence threshold (nnUNetTrainerPICK_confident0p95's rule) with regions: nnU-Net's Dice+BCE with its
+    # ignore channel, built for this dataset without deep supervision
+    unlabeled = next(t.dataloader_unlabeled)["data"]
+    with torch.no_grad():
+        p = torch.sigmoid(t.network(unlabeled)[0].float())
+    sure = torch.maximum(p, 1 - p).amin(1, keepdim=True)
+    t.unlabeled_confidence_threshold = float(sure.median())
+    loss, ignore_value = t.unlabeled_aux_loss()
+    assert ignore_value is None
+    assert loss.use_ignore_label
+    out = t._unlabeled_branches(unlabeled)
+    assert math.isfinite(float(out["train_loss_aux_unlabeled"]))
+    assert float(out["confident_fraction_unlabeled"]) == pytest.approx(float((sure >= float(sure.median())).float()
+                                                                             .mean()))
 
 
 def test_dataset_with_ignore_label(hippocampus, monkeypatch):
@@ -65,6 +79,15 @@ def test_dataset_with_ignore_label(hippocampus, monkeypatch):
     with torch.no_grad():
         pseudo, _ = t._segmentation_mask(t.network(unlabeled["data"])[0])
     assert set(np.unique(pseudo.numpy())) <= {0, 1, 2}
+    # with a confidence threshold the dataset's own ignore label marks the unsure voxels (the labeled loss itself)
+    t.unlabeled_confidence_threshold = 0.95
+    assert t.unlabeled_aux_loss() == (t.aux_loss, 3)
+    # without an ignore label in the dataset, nnU-Net's loss is built with ignore label 3 (after the highest label)
+    plain.unlabeled_confidence_threshold = 0.95
+    loss, ignore_value = plain.unlabeled_aux_loss()
+    assert ignore_value == 3
+    assert loss.ignore_label == 3
+    assert plain.aux_loss.ignore_label is None
 
 
 def test_cascaded_configuration_is_refused(hippocampus):

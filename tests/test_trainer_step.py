@@ -433,13 +433,17 @@ def test_unlabeled_phase_starts_on_the_training_batches_dice(trainer, monkeypatc
 
 
 def test_a_checkpoint_without_training_dice_continues():
-    """Checkpoints written before the training Dice was logged get 'not counted' for each of their epochs."""
+    """Checkpoints written before the training Dice (or a newer curve) was logged get 'not counted' for each of
+    their epochs."""
     from nnunet_pick.training.progress import TRAIN_DICE_KEY, PICKLocalLogger
 
     logger = PICKLocalLogger()
-    old = {k: [0.0, 0.0, 0.0] for k in logger.my_fantastic_logging if k != TRAIN_DICE_KEY}
+    newer = (TRAIN_DICE_KEY, "confident_fraction_unlabeled")
+    old = {k: [0.0, 0.0, 0.0] for k in logger.my_fantastic_logging if k not in newer}
     logger.load_checkpoint(old)
     assert logger.my_fantastic_logging[TRAIN_DICE_KEY] == [[], [], []]
+    assert np.isnan(logger.my_fantastic_logging["confident_fraction_unlabeled"]).all()
+    assert len(logger.my_fantastic_logging["confident_fraction_unlabeled"]) == 3
     logger.log(TRAIN_DICE_KEY, [0.5, 0.25], 3)
     assert logger.my_fantastic_logging[TRAIN_DICE_KEY][3] == [0.5, 0.25]
 
@@ -570,3 +574,50 @@ def test_progress_legend_says_what_pick_train_loss_is(trainer):
     assert "train_loss is PICK's total" in legend and "rises when the unlabeled terms start" in legend
     assert LOSS_SIGN_NOTE not in legend  # nnU-Net's wording, which calls train_loss Dice + CE
     assert "val_loss and L_seg are nnU-Net's Dice + cross-entropy loss" in legend
+
+
+def test_confidence_threshold_leaves_unsure_voxels_out_of_the_unlabeled_auxiliary_loss(trainer, monkeypatch):
+    """nnUNetTrainerPICK_confident0p95's rule on a real unlabeled batch: the pseudo-label of a voxel below the
+    threshold changes neither L_aux^u nor the auxiliary decoder's gradient; one above it does."""
+    import nnunet_pick
+
+    t = trainer
+    assert nnunet_pick.nnUNetTrainerPICK_confident0p95.pick_settings == {"unlabeled_confidence_threshold": 0.95}
+    unlabeled = next(t.dataloader_unlabeled)["data"]
+    with torch.no_grad():
+        probabilities = torch.softmax(t.network(unlabeled)[0].float(), 1)
+    confidence = probabilities.amax(1, keepdim=True)
+    threshold = float(confidence.median())  # about half the voxels of this (barely trained) network's batch
+    monkeypatch.setattr(t, "unlabeled_confidence_threshold", threshold)
+    kept = confidence >= threshold
+    assert 0.2 < float(kept.float().mean()) < 0.8
+    aux = list(t._unwrapped_network().aux_decoder.parameters())
+    original = t._segmentation_mask
+
+    def run(change_where=None):
+        def segmentation_mask(logits):
+            pseudo, masked = original(logits)
+            if change_where is not None:  # another class at these voxels; the mask stays the same
+                pseudo = torch.where(change_where, (pseudo + 1) % 3, pseudo)
+            return pseudo, masked
+
+        monkeypatch.setattr(t, "_segmentation_mask", segmentation_mask)
+        t.optimizer.zero_grad(set_to_none=True)
+        out = t._unlabeled_branches(unlabeled)
+        return out, [p.grad.clone() for p in aux]
+
+    out, grads = run()
+    assert float(out["confident_fraction_unlabeled"]) == pytest.approx(float(kept.float().mean()))
+    changed_unsure, grads_unsure = run(~kept)
+    assert float(changed_unsure["train_loss_aux_unlabeled"]) == pytest.approx(float(out["train_loss_aux_unlabeled"]),
+                                                                              rel=1e-5)
+    for g, g_unsure in zip(grads, grads_unsure, strict=True):
+        torch.testing.assert_close(g_unsure, g, rtol=1e-4, atol=1e-7)
+    changed_sure, _ = run(kept)
+    assert abs(float(changed_sure["train_loss_aux_unlabeled"]) - float(out["train_loss_aux_unlabeled"])) > 1e-3
+    # the threshold off (PICK): every voxel is a target and the logged fraction is 1
+    monkeypatch.setattr(t, "unlabeled_confidence_threshold", 0.0)
+    plain, _ = run(~kept)
+    assert float(plain["confident_fraction_unlabeled"]) == 1.0
+    assert abs(float(plain["train_loss_aux_unlabeled"]) - float(out["train_loss_aux_unlabeled"])) > 1e-3
+    t.optimizer.zero_grad(set_to_none=True)

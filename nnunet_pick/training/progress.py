@@ -32,6 +32,8 @@ PICK_LOSS_CURVES: dict[str, str] = {
 PICK_OTHER_CURVES: dict[str, str] = {
     "masked_fraction_labeled": "masked voxel fraction, labeled",
     "masked_fraction_unlabeled": "masked voxel fraction, unlabeled",
+    # unlabeled voxels whose pseudo-label is a target of L_aux^u (1 in PICK; < 1 with a confidence threshold)
+    "confident_fraction_unlabeled": "confident voxel fraction, unlabeled",
     "warmup": "warm-up epoch (1) / PICK epoch (0)",
 }
 PICK_CURVES: tuple[str, ...] = (*PICK_LOSS_CURVES, *PICK_OTHER_CURVES)
@@ -58,12 +60,16 @@ class PICKLocalLogger(LocalLogger):
             self.my_fantastic_logging[key] = []
 
     def load_checkpoint(self, checkpoint: dict) -> None:
-        """nnU-Net's restore; a checkpoint written before :data:`TRAIN_DICE_KEY` existed gets "not counted" (an empty
-        list) for each of its epochs, so that ``--c`` continues it."""
+        """nnU-Net's restore; a checkpoint written before a key existed gets "not computed" for each of its epochs
+        (NaN for a curve of :data:`PICK_CURVES`, an empty list for :data:`TRAIN_DICE_KEY`), so that ``--c``
+        continues it."""
         super().load_checkpoint(checkpoint)
+        epochs = len(self.my_fantastic_logging.get("epoch_end_timestamps", []))
         if TRAIN_DICE_KEY not in self.my_fantastic_logging:
-            epochs = len(self.my_fantastic_logging.get("epoch_end_timestamps", []))
             self.my_fantastic_logging[TRAIN_DICE_KEY] = [[] for _ in range(epochs)]
+        for key in PICK_CURVES:
+            if key not in self.my_fantastic_logging:
+                self.my_fantastic_logging[key] = [float("nan")] * epochs
 
     def plot_progress_png(self, output_folder: str) -> None:
         """Write nnU-Net's ``progress.png``, then widen it with PICK's panels on the right (atomically replaced)."""

@@ -43,7 +43,14 @@ from torch._dynamo import OptimizedModule
 
 from nnunet_pick.augmentation import cutmix, cutmix_box, fourier_amplitude_mix
 from nnunet_pick.losses import auxiliary_target, masked_l1_loss, paste_reconstruction
-from nnunet_pick.masking import MASKING_STRATEGIES, apply_mask, compute_mask, pseudo_label, with_startup_blocks
+from nnunet_pick.masking import (
+    MASKING_STRATEGIES,
+    apply_mask,
+    compute_mask,
+    confident_voxels,
+    pseudo_label,
+    with_startup_blocks,
+)
 from nnunet_pick.network import PICKNetwork
 from nnunet_pick.training import pretrained as _pretrained
 from nnunet_pick.training.batch_cases import CaseRecordingLoader, case_ids
@@ -111,6 +118,10 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
     - ``unlabeled_rampup_fraction`` (float, 0): sigmoid ramp of the unlabeled terms over this fraction of
       ``num_epochs`` after the start; ``startup_masking_min_fraction`` (float, 0): random blocks instead of the
       attentive mask for samples with less predicted foreground than this.
+    - ``unlabeled_confidence_threshold`` (float, 0; beyond the paper): unlabeled voxels whose primary-decoder
+      probability is below this are left out of ``L_aux^u`` (nnU-Net's loss with an ignore label;
+      :func:`nnunet_pick.masking.confident_voxels`). The attentive mask and ``L_mim^u`` are unchanged. The kept
+      fraction is logged as ``confident_fraction_unlabeled`` (1 with the threshold off).
     - ``max_nonfinite_steps_in_a_row`` (int, 5): a step with a non-finite loss or gradient is skipped and logged;
       this many in a row stop training with a ``RuntimeError``.
 
@@ -146,6 +157,8 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
         self._train_dice_counts: torch.Tensor | None = None  # (3, classes) tp, fp, fn of this epoch's labeled batches
         self.unlabeled_rampup_fraction = 0.0
         self.startup_masking_min_fraction = 0.0
+        self.unlabeled_confidence_threshold = 0.0  # beyond the paper, off in PICK itself
+        self._unlabeled_aux_loss: tuple[nn.Module, int | None] | None = None  # built when first needed
         self._branch_weight = 1.0  # weight of the branch being back-propagated (the unlabeled ramp)
         # a step whose loss or gradient is not finite is skipped; this many in a row stop training
         self.max_nonfinite_steps_in_a_row = 5
@@ -555,7 +568,7 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
             if warmup:
                 nan = torch.tensor(math.nan, device=self.device)
                 terms.update(train_loss_mim_unlabeled=nan, train_loss_aux_unlabeled=nan,
-                             masked_fraction_unlabeled=nan)
+                             masked_fraction_unlabeled=nan, confident_fraction_unlabeled=nan)
             else:
                 unlabeled = next(self.dataloader_unlabeled)["data"].to(self.device, non_blocking=True)
                 terms.update(self._unlabeled_branches(self._mix_unlabeled_batch(unlabeled)))
@@ -675,11 +688,15 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
         return loss.detach(), reconstruction.detach()
 
     def _aux_branch(self, image: torch.Tensor, reconstruction: torch.Tensor, masked: torch.Tensor,
-                    target: torch.Tensor) -> torch.Tensor:
-        """Reconstructed image -> auxiliary decoder -> Dice+CE against ``target`` (PICK Eq. 9); back-propagates."""
+                    target: torch.Tensor, aux_loss: nn.Module | None = None) -> torch.Tensor:
+        """Reconstructed image -> auxiliary decoder -> Dice+CE against ``target`` (PICK Eq. 9); back-propagates.
+
+        ``aux_loss``: the loss to use (default ``self.aux_loss``; the unlabeled branch passes the one with an ignore
+        label when ``unlabeled_confidence_threshold`` is on).
+        """
         with self._autocast():
             logits = self._forward(paste_reconstruction(image, reconstruction, masked), branch="aux")
-            loss = self.aux_loss(logits, target)
+            loss = (aux_loss or self.aux_loss)(logits, target)
         self._backward(self._branch_weight * loss)
         return loss.detach()
 
@@ -705,8 +722,8 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
         return {"train_loss_seg": loss_seg.detach(), "train_loss_mim_labeled": loss_mim,
                 "train_loss_aux_labeled": loss_aux, "masked_fraction_labeled": masked.float().mean()}
 
-    def _mim_and_aux_branches(self, image: torch.Tensor, masked: torch.Tensor,
-                              target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _mim_and_aux_branches(self, image: torch.Tensor, masked: torch.Tensor, target: torch.Tensor,
+                              aux_loss: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The MIM branch, then the auxiliary branch on its pasted reconstruction (both back-propagated).
 
         Ablations (PICK Table 6): without the MIM decoder the auxiliary decoder sees the masked image itself;
@@ -717,7 +734,8 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
             loss_mim, reconstruction = self._mim_branch(image, masked)
         else:
             loss_mim, reconstruction = nan, torch.zeros_like(image)  # pasted into the mask: the masked image
-        loss_aux = self._aux_branch(image, reconstruction, masked, target) if self.train_aux_decoder else nan
+        loss_aux = self._aux_branch(image, reconstruction, masked, target, aux_loss) if self.train_aux_decoder \
+            else nan
         return loss_mim, loss_aux
 
     def _unlabeled_branches(self, data: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -729,16 +747,54 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
             output = self._forward(data)
         logits = output[0] if isinstance(output, (list, tuple)) else output
         pseudo, masked = self._segmentation_mask(logits)
+        has_regions = self.label_manager.has_regions
+        if self.unlabeled_confidence_threshold > 0:
+            kept = confident_voxels(logits, self.unlabeled_confidence_threshold, has_regions=has_regions)
+            aux_loss, ignore_value = self.unlabeled_aux_loss()
+            target = auxiliary_target(pseudo, has_regions=has_regions, has_ignore_label=True, kept=kept,
+                                      ignore_value=ignore_value)
+            kept_fraction = kept.float().mean()
+        else:
+            aux_loss = None
+            target = auxiliary_target(pseudo, has_regions=has_regions,
+                                      has_ignore_label=self.label_manager.has_ignore_label)
+            kept_fraction = torch.ones((), device=data.device)
         del output, logits
-        target = auxiliary_target(pseudo, has_regions=self.label_manager.has_regions,
-                                  has_ignore_label=self.label_manager.has_ignore_label)
         self._branch_weight = self.unlabeled_weight()
         try:
-            loss_mim, loss_aux = self._mim_and_aux_branches(data, masked, target)
+            loss_mim, loss_aux = self._mim_and_aux_branches(data, masked, target, aux_loss)
         finally:
             self._branch_weight = 1.0
         return {"train_loss_mim_unlabeled": loss_mim, "train_loss_aux_unlabeled": loss_aux,
-                "masked_fraction_unlabeled": masked.float().mean()}
+                "masked_fraction_unlabeled": masked.float().mean(), "confident_fraction_unlabeled": kept_fraction}
+
+    def unlabeled_aux_loss(self) -> tuple[nn.Module, int | None]:
+        """The auxiliary loss of unlabeled data with an ignore label (for ``unlabeled_confidence_threshold``).
+
+        nnU-Net's own ``_build_loss`` (so a subclass's loss is respected) without deep supervision, built for the
+        dataset's labels plus an ignore label: the dataset's own if it has one (then it is ``self.aux_loss``), else
+        the value after the highest label, as nnU-Net requires of ignore labels.
+
+        Returns:
+            (loss, ignore value): the value marks left-out voxels in label targets; None for regions, whose loss
+            reads an extra last channel instead (:func:`nnunet_pick.losses.auxiliary_target`).
+        """
+        if self._unlabeled_aux_loss is None:
+            manager = self.label_manager
+            if manager.has_ignore_label:
+                self._unlabeled_aux_loss = (self.aux_loss, None if manager.has_regions else manager.ignore_label)
+            else:
+                ignore = int(max(manager.all_labels)) + 1
+                with_ignore = self.plans_manager.get_label_manager(
+                    {**self.dataset_json, "labels": {**self.dataset_json["labels"], "ignore": ignore}})
+                saved = (self.label_manager, self.enable_deep_supervision)
+                try:
+                    self.label_manager, self.enable_deep_supervision = with_ignore, False
+                    loss = self._build_loss()
+                finally:
+                    self.label_manager, self.enable_deep_supervision = saved
+                self._unlabeled_aux_loss = (loss, None if manager.has_regions else ignore)
+        return self._unlabeled_aux_loss
 
     def _optimizer_step(self) -> bool:
         """nnU-Net's update: (unscale,) clip the gradient norm, step (and update the scaler).

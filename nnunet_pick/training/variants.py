@@ -109,6 +109,12 @@ declare_variant("nnUNetTrainerPICK_rampup", "PICK with the unlabeled terms rampe
 declare_variant("nnUNetTrainerPICK_startupBlocks", "PICK masking random blocks (60 % of 16-voxel tiles) in samples "
                 "whose predicted foreground covers under 1 % of the patch.", startup_masking_min_fraction=0.01)
 
+# beyond the paper (issue: the unlabeled auxiliary loss's gradient on the encoder is large and uncorrelated with the
+# supervised one, and early pseudo-labels are wrong where the network is unsure): FixMatch's confidence threshold on
+# the auxiliary decoder's unlabeled target, at UniMatch's 0.95 for segmentation (masking.confident_voxels)
+declare_variant("nnUNetTrainerPICK_confident0p95", "PICK whose unlabeled auxiliary loss leaves out voxels whose "
+                "pseudo-label probability is below 0.95 (beyond the paper).", unlabeled_confidence_threshold=0.95)
+
 # the authors' recipe in one run: labeled pre-training (its own poly decay to 0 over two thirds of the epochs), then
 # the unlabeled phase with a fresh optimizer at the fine-tuning rate (nnunet_pick.training.schedule.two_stage_poly_lr)
 declare_variant("nnUNetTrainerPICK_twoStage", "PICK after a labeled pre-training of 2/3 of the epochs (own poly "

@@ -137,6 +137,20 @@ def test_hippocampus_protocol_fixes_40_test_cases():
     assert protocol.schedule["num_epochs"] * protocol.schedule["num_iterations_per_epoch"] == 2000
 
 
+def test_the_2_labeled_budget_differs_from_hippocampus_cpu_only_in_the_labeled_cases():
+    four, two = PROTOCOLS["hippocampus-cpu"], PROTOCOLS["hippocampus-cpu-2labeled"]
+    assert two.num_labeled == 2
+    assert "2 labeled cases per repeat" in two.description
+    assert {k: v for k, v in vars(two).items() if k not in ("num_labeled", "description")} == \
+        {k: v for k, v in vars(four).items() if k not in ("num_labeled", "description")}
+    test = two.test_cases()
+    pool = [f"hippocampus_{i:03d}" for i in range(500) if f"hippocampus_{i:03d}" not in set(test)][:160]
+    for fold in protocol_splits(pool, test, two.num_labeled, two.repeats, two.seed)[:two.repeats]:
+        assert len(fold["train"]) == 2
+        assert len(fold["unlabeled"]) == 158
+        assert fold["val"] == test
+
+
 def _fake_checkpoint(path, dice_per_class):
     """A checkpoint holding only what nnU-Net's logger keeps per epoch (``nnUNetLogger.my_fantastic_logging``)."""
     torch.save({"logging": {"dice_per_class_or_region": dice_per_class,

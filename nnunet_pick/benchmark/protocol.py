@@ -1,7 +1,8 @@
 """The accuracy protocol: PICK against the labeled-only nnU-Net, nnU-Net's self-training recipe and full supervision,
 on a fixed test set, with paired repeats, confidence intervals, the gap closed and learning curves.
 
-Design (a named :class:`Protocol` fixes every choice; ``hippocampus-cpu`` is the one that fits 2 CPU cores):
+Design (a named :class:`Protocol` fixes every choice; ``hippocampus-cpu`` is the one that fits 2 CPU cores,
+``hippocampus-cpu-2labeled`` the same with 2 labeled cases):
 
 - **Test cases** are a fixed list shipped with the package, validation cases of every fold of every arm and never
   anything else: no arm trains on them as labeled, unlabeled or pseudo-labeled data (checked, refused otherwise).
@@ -31,7 +32,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from importlib.resources import files
 from os.path import isdir, isfile, join
@@ -101,6 +102,13 @@ PROTOCOLS: dict[str, Protocol] = {
         finetune_schedule={"num_epochs": 10, "num_iterations_per_epoch": 50, "num_val_iterations_per_epoch": 10,
                            "save_every": 5, "initial_lr": 1e-3}),
 }
+# the second label budget of issue 10's criterion: the same protocol with 2 labeled cases per repeat (158 unlabeled).
+# Its splits_final.json differs from hippocampus-cpu's, so it needs its own nnUNet_preprocessed (the protocol never
+# overwrites a split file).
+PROTOCOLS["hippocampus-cpu-2labeled"] = replace(
+    PROTOCOLS["hippocampus-cpu"], num_labeled=2,
+    description=PROTOCOLS["hippocampus-cpu"].description.replace(
+        "4 labeled cases per repeat", "2 labeled cases per repeat"))
 
 
 def _log(message: str) -> None:

@@ -165,6 +165,25 @@ def test_num_warmup_epochs_follows_num_epochs_unless_set(hippocampus):
     assert t.num_warmup_epochs == 7
 
 
+def test_the_paper_trainer_pins_every_recipe_setting_a_variant_changes(hippocampus):
+    """nnUNetTrainerPICK_paper keeps the paper's recipe when the default changes: every setting some variant changes
+    (apart from the schedule's length and learning rate, which stay nnU-Net's) has its paper value, and today the
+    default nnUNetTrainerPICK is that recipe (no variant has beaten it on the accuracy protocol)."""
+    from nnunet_pick.training.variants import PAPER_SETTINGS, TRAINERS
+
+    schedule = {"num_epochs", "initial_lr", "num_iterations_per_epoch", "num_val_iterations_per_epoch",
+                "mim_figure_every"}
+    changed = {k for cls in TRAINERS.values() for k in getattr(cls, "pick_settings", {})} - schedule
+    assert changed <= set(PAPER_SETTINGS), f"pin these in PAPER_SETTINGS: {sorted(changed - set(PAPER_SETTINGS))}"
+    paper = make_trainer(TRAINERS["nnUNetTrainerPICK_paper"], hippocampus, "2d")
+    default = make_trainer(nnUNetTrainerPICK, hippocampus, "2d")
+    for t in (paper, default):
+        for k, v in PAPER_SETTINGS.items():
+            assert getattr(t, "_num_warmup_epochs" if k == "num_warmup_epochs" else k) == v, k
+    assert paper.num_warmup_epochs == default.num_warmup_epochs == 250
+    assert (paper.num_epochs, paper.initial_lr) == (default.num_epochs, default.initial_lr) == (1000, 1e-2)
+
+
 def test_epoch_logging_progress_png_and_mim_figure(trainer, tmp_path):
     t = trainer
     t.current_epoch = len(t.logger.get_value("train_losses", step=None))

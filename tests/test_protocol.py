@@ -18,7 +18,9 @@ from nnunet_pick.benchmark.protocol import (
     SELF_TRAINING,
     check_splits_hygiene,
     ensure_protocol_splits,
+    protocol_runs,
     protocol_splits,
+    split_repeats,
     write_protocol_report,
 )
 from nnunet_pick.benchmark.statistics import gap_closed, paired_difference
@@ -126,6 +128,35 @@ def test_protocol_splits_are_paired_disjoint_from_the_test_cases_and_fixed_by_th
     with pytest.raises(ValueError, match="is not this protocol's split"):
         ensure_protocol_splits(str(tmp_path), protocol_splits(pool, test, 4, 3, 8))
     assert json.loads((tmp_path / "splits_final.json").read_text(encoding="utf-8")) == splits
+
+
+def test_a_call_with_fewer_repeats_writes_the_folds_of_the_full_protocol_and_shares_its_runs(tmp_path):
+    """Measured bug: ``--repeats 1`` laid the folds out for one repeat (fold 1 = fully supervised), so a later
+    ``--repeats 2`` (fold 1 = the second labeled subset) was refused. The layout is now the protocol's 4 repeats
+    (more only when more are asked), and every run of the short call is a run of the full one."""
+    pool = [f"case_{i:03d}" for i in range(20)]
+    test = [f"test_{i}" for i in range(3)]
+    full = protocol_splits(pool, test, 2, split_repeats(4, 4), 7)
+    for repeats in (1, 2, 3):
+        assert split_repeats(4, repeats) == 4
+        assert protocol_splits(pool, test, 2, split_repeats(4, repeats), 7) == full
+    ensure_protocol_splits(str(tmp_path), protocol_splits(pool, test, 2, split_repeats(4, 1), 7))
+    ensure_protocol_splits(str(tmp_path), full)  # the later, longer call is accepted
+
+    def where(repeats: int) -> list[tuple]:
+        runs = protocol_runs("D", "D_st", ["nnUNetTrainerPICK"], repeats, layout_repeats=split_repeats(4, repeats))
+        return [(r.arm, r.repeat, r.dataset, r.trainer, r.fold) for r in runs]
+
+    assert ((FULLY_SUPERVISED, 0, "D", "nnUNetTrainer", 4)) in where(1)
+    assert set(where(1)) < set(where(2)) < set(where(4))
+    # each fold of a results folder holds one (arm, repeat): fully supervised never shares a labeled-only fold
+    folds = {(d, t, f): (a, r) for a, r, d, t, f in where(4)}
+    assert len(folds) == len(where(4))
+    assert all(full[f]["train"] == pool for a, r, d, t, f in where(4) if a == FULLY_SUPERVISED)
+    # more repeats than the protocol's widen the layout
+    assert split_repeats(4, 6) == 6
+    assert (FULLY_SUPERVISED, 5, "D", "nnUNetTrainer", 11) in [
+        (r.arm, r.repeat, r.dataset, r.trainer, r.fold) for r in protocol_runs("D", None, [], 6, layout_repeats=6)]
 
 
 def test_hippocampus_protocol_fixes_40_test_cases():

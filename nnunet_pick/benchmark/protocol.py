@@ -10,7 +10,9 @@ Design (a named :class:`Protocol` fixes every choice; ``hippocampus-cpu`` is the
 - **Repeats are paired.** Repeat ``r`` draws its labeled subset of the pool with ``numpy.random.default_rng(seed +
   r)`` and trains every arm with seed ``seed + r``. Folds of ``splits_final.json``: fold ``r`` = that labeled subset
   (``train``), the rest of the pool (``unlabeled``) and the test cases (``val``); fold ``R + r`` = the whole pool
-  labeled (the fully supervised ceiling, same seed as repeat ``r``).
+  labeled (the fully supervised ceiling, same seed as repeat ``r``). ``R`` is the protocol's number of repeats (or
+  ``--repeats`` where that is larger), so that a call with fewer repeats writes the same folds as a later call with
+  all of them and the two share their runs.
 - **Arms**, all in one nnU-Net results root ``<output>/results`` (nnU-Net's layout, so ``nnUNetv2_predict`` works on
   every model): labeled-only = stock ``nnUNetTrainer`` on folds ``0..R-1``; fully supervised = ``nnUNetTrainer`` on
   folds ``R..2R-1``; self-training = :mod:`nnunet_pick.self_training` with the labeled-only fold as teacher (its
@@ -236,10 +238,21 @@ def finetune_arm(trainer: str) -> str:
     return f"{trainer} from labeled-only"
 
 
+def split_repeats(protocol_repeats: int, repeats: int) -> int:
+    """``R`` of the fold layout (:func:`protocol_splits`): the protocol's repeats, or ``repeats`` where larger.
+
+    A fixed layout lets a short call (``--repeats 1``) and a later full one write the same ``splits_final.json`` and
+    share their finished runs; with ``R = repeats`` the fully supervised run of the short call sat in the fold of the
+    long call's second labeled subset, and the long call was refused (measured: ``--repeats 1`` then ``--repeats 2``).
+    """
+    return max(protocol_repeats, repeats)
+
+
 def protocol_runs(dataset_name: str, derived_dataset: str | None, pick_trainers: list[str],
-                  repeats: int, finetune_trainers: list[str] = ()) -> list[ArmRun]:
+                  repeats: int, finetune_trainers: list[str] = (), layout_repeats: int | None = None) -> list[ArmRun]:
     """Every (arm, repeat) in the order they train: per repeat labeled-only (also the self-training teacher and the
-    fine-tuning arms' start), fine-tuning arms, PICK arms, self-training, fully supervised.
+    fine-tuning arms' start), fine-tuning arms, PICK arms, self-training, fully supervised (fold
+    ``layout_repeats + r``; default ``repeats``, see :func:`split_repeats`).
 
     Raises:
         ValueError: if a fine-tuning trainer is ``nnUNetTrainer`` (its fold folder would be the labeled-only run's).
@@ -254,7 +267,7 @@ def protocol_runs(dataset_name: str, derived_dataset: str | None, pick_trainers:
         runs += [ArmRun(t, r, dataset_name, t, r) for t in pick_trainers]
         if derived_dataset is not None:
             runs.append(ArmRun(SELF_TRAINING, r, derived_dataset, "nnUNetTrainer", r))
-        runs.append(ArmRun(FULLY_SUPERVISED, r, dataset_name, "nnUNetTrainer", repeats + r))
+        runs.append(ArmRun(FULLY_SUPERVISED, r, dataset_name, "nnUNetTrainer", (layout_repeats or repeats) + r))
     return runs
 
 
@@ -433,7 +446,8 @@ def _run(dataset_name: str, protocol: Protocol, protocol_name: str, pick_trainer
                          f"the split's 'unlabeled' cases only. Move imagesUnlabeled away for the protocol.")
     pool = [c for c in cases if c not in set(test)]
     preprocessed = ensure_protocol_plans(dataset_name, protocol, env, setup_log)
-    splits = protocol_splits(pool, test, protocol.num_labeled, repeats, protocol.seed)
+    layout = split_repeats(protocol.repeats, repeats)
+    splits = protocol_splits(pool, test, protocol.num_labeled, layout, protocol.seed)
     check_splits_hygiene(splits, test)
     ensure_protocol_splits(preprocessed, splits)
     _log(f"{len(test)} test cases, pool {len(pool)}; labeled subsets: "
@@ -444,7 +458,7 @@ def _run(dataset_name: str, protocol: Protocol, protocol_name: str, pick_trainer
     timings = read_json(times_file) if isfile(times_file) else {}
 
     def train(dataset_for_run: str, fold: int, trainer: str, pretrained: str | None = None) -> None:
-        repeat = fold % repeats
+        repeat = fold % layout
         folder = join(model_folder(results, dataset_for_run, trainer, protocol.plans, configuration), f"fold_{fold}")
         state = fold_state(folder)
         if state == "done":
@@ -472,7 +486,7 @@ def _run(dataset_name: str, protocol: Protocol, protocol_name: str, pick_trainer
     check_trainers_hygiene([*pick_trainers, *finetune_trainers])
     if finetune_trainers and not protocol.finetune_schedule:
         raise ValueError(f"protocol {protocol_name} has no finetune_schedule for fine-tuning arms")
-    for run in protocol_runs(dataset_name, derived, pick_trainers, repeats, finetune_trainers):
+    for run in protocol_runs(dataset_name, derived, pick_trainers, repeats, finetune_trainers, layout):
         if run.arm in skip_arms:
             continue
         if run.finetuned:
@@ -516,7 +530,8 @@ def report_protocol(dataset_name: str, derived: str, protocol: Protocol, protoco
     times: dict[str, list[float]] = {}
     order = [LABELED_ONLY, *pick_trainers, *map(finetune_arm, finetune_trainers), SELF_TRAINING, FULLY_SUPERVISED]
     offset = protocol.schedule["num_epochs"] * protocol.schedule["num_iterations_per_epoch"]
-    for run in sorted(protocol_runs(dataset_name, derived, pick_trainers, repeats, finetune_trainers),
+    for run in sorted(protocol_runs(dataset_name, derived, pick_trainers, repeats, finetune_trainers,
+                                    split_repeats(protocol.repeats, repeats)),
                       key=lambda r: order.index(r.arm)):
         folder = join(model_folder(results, run.dataset, run.trainer, protocol.plans, protocol.base_configuration),
                       f"fold_{run.fold}")

@@ -249,10 +249,10 @@ def split_repeats(protocol_repeats: int, repeats: int) -> int:
 
 
 def protocol_runs(dataset_name: str, derived_dataset: str | None, pick_trainers: list[str],
-                  repeats: int, finetune_trainers: list[str] = (), layout_repeats: int | None = None) -> list[ArmRun]:
+                  repeats: int, finetune_trainers: list[str] = (), *, layout_repeats: int) -> list[ArmRun]:
     """Every (arm, repeat) in the order they train: per repeat labeled-only (also the self-training teacher and the
     fine-tuning arms' start), fine-tuning arms, PICK arms, self-training, fully supervised (fold
-    ``layout_repeats + r``; default ``repeats``, see :func:`split_repeats`).
+    ``layout_repeats + r``, ``layout_repeats`` from :func:`split_repeats`).
 
     Raises:
         ValueError: if a fine-tuning trainer is ``nnUNetTrainer`` (its fold folder would be the labeled-only run's).
@@ -267,7 +267,7 @@ def protocol_runs(dataset_name: str, derived_dataset: str | None, pick_trainers:
         runs += [ArmRun(t, r, dataset_name, t, r) for t in pick_trainers]
         if derived_dataset is not None:
             runs.append(ArmRun(SELF_TRAINING, r, derived_dataset, "nnUNetTrainer", r))
-        runs.append(ArmRun(FULLY_SUPERVISED, r, dataset_name, "nnUNetTrainer", (layout_repeats or repeats) + r))
+        runs.append(ArmRun(FULLY_SUPERVISED, r, dataset_name, "nnUNetTrainer", layout_repeats + r))
     return runs
 
 
@@ -486,7 +486,7 @@ def _run(dataset_name: str, protocol: Protocol, protocol_name: str, pick_trainer
     check_trainers_hygiene([*pick_trainers, *finetune_trainers])
     if finetune_trainers and not protocol.finetune_schedule:
         raise ValueError(f"protocol {protocol_name} has no finetune_schedule for fine-tuning arms")
-    for run in protocol_runs(dataset_name, derived, pick_trainers, repeats, finetune_trainers, layout):
+    for run in protocol_runs(dataset_name, derived, pick_trainers, repeats, finetune_trainers, layout_repeats=layout):
         if run.arm in skip_arms:
             continue
         if run.finetuned:
@@ -531,7 +531,7 @@ def report_protocol(dataset_name: str, derived: str, protocol: Protocol, protoco
     order = [LABELED_ONLY, *pick_trainers, *map(finetune_arm, finetune_trainers), SELF_TRAINING, FULLY_SUPERVISED]
     offset = protocol.schedule["num_epochs"] * protocol.schedule["num_iterations_per_epoch"]
     for run in sorted(protocol_runs(dataset_name, derived, pick_trainers, repeats, finetune_trainers,
-                                    split_repeats(protocol.repeats, repeats)),
+                                    layout_repeats=split_repeats(protocol.repeats, repeats)),
                       key=lambda r: order.index(r.arm)):
         folder = join(model_folder(results, run.dataset, run.trainer, protocol.plans, protocol.base_configuration),
                       f"fold_{run.fold}")

@@ -640,3 +640,86 @@ def test_confidence_threshold_leaves_unsure_voxels_out_of_the_unlabeled_auxiliar
     assert float(plain["confident_fraction_unlabeled"]) == 1.0
     assert abs(float(plain["train_loss_aux_unlabeled"]) - float(out["train_loss_aux_unlabeled"])) > 1e-3
     t.optimizer.zero_grad(set_to_none=True)
+
+
+def test_ema_teacher_gives_the_unlabeled_pseudo_labels_follows_the_student_and_is_checkpointed(trainer, monkeypatch,
+                                                                                                tmp_path):
+    """nnUNetTrainerPICK_emaTeacher on real batches: the teacher is made as a copy of the network at the first
+    unlabeled step, its logits (not the network's) give the pseudo-label and the mask, every optimizer step moves it
+    by Mean Teacher's ramped decay, and a checkpoint round trip restores it without touching the weights nnU-Net's
+    predictor loads."""
+    import nnunet_pick
+    from nnunet_pick.training.trainer import EMA_TEACHER_KEY
+
+    t = trainer
+    assert nnunet_pick.nnUNetTrainerPICK_emaTeacher.pick_settings == {"ema_teacher_decay": 0.99}
+    monkeypatch.setattr(t, "ema_teacher_decay", 0.99)
+    monkeypatch.setattr(t, "ema_teacher", None)
+    monkeypatch.setattr(t, "current_epoch", t.num_warmup_epochs)  # first epoch after warm-up
+    unlabeled = next(t.dataloader_unlabeled)
+    monkeypatch.setattr(t, "dataloader_unlabeled", Repeat(unlabeled))
+    seen = []
+    original = t._segmentation_mask
+
+    def spy(logits):
+        seen.append(logits.clone())
+        return original(logits)
+
+    monkeypatch.setattr(t, "_segmentation_mask", spy)
+    net = t._unwrapped_network()
+    with torch.no_grad():
+        own = net(unlabeled["data"])[0]
+    assert float((own.argmax(1) != 0).float().mean()) > 0  # the network predicts some foreground here
+
+    # first use: a copy of the network, so the same logits; then its logits alone decide the pseudo-label and mask
+    t._unlabeled_branches(unlabeled["data"])
+    teacher = t.ema_teacher
+    assert teacher is not None
+    assert int(teacher.num_updates) == 0
+    assert teacher.decoder.encoder is teacher.encoder
+    assert teacher.encoder is not net.encoder
+    torch.testing.assert_close(seen[-1], own)
+    head = teacher.decoder.seg_layers[-1].bias
+    saved_head = head.clone()
+    with torch.no_grad():
+        head.copy_(torch.tensor([100.0, 0.0, 0.0]))  # the teacher says background everywhere
+    out = t._unlabeled_branches(unlabeled["data"])
+    assert float(out["masked_fraction_unlabeled"]) == 0.0
+    assert float(out["train_loss_mim_unlabeled"]) == 0.0
+    with torch.no_grad():
+        head.copy_(saved_head)
+
+    # a training step: the first update makes the teacher the stepped network (decay 0), the second averages (0.5)
+    t.optimizer.zero_grad(set_to_none=True)
+    t.train_step(next(t.dataloader_train))
+    assert int(teacher.num_updates) == 1
+    for a, b in zip(teacher.encoder.parameters(), net.encoder.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    before = [p.clone() for p in teacher.decoder.stages.parameters()]
+    t.train_step(next(t.dataloader_train))
+    for old, new, student in zip(before, teacher.decoder.stages.parameters(), net.decoder.stages.parameters(),
+                                 strict=True):
+        torch.testing.assert_close(new, 0.5 * old + 0.5 * student)
+    assert not any(p.requires_grad for p in teacher.parameters())
+
+    # checkpoint round trip: the teacher comes back; the network's keys are the predictor's
+    path = str(tmp_path / "checkpoint_latest.pth")
+    t.save_checkpoint(path)
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    assert set(saved["network_weights"]) == set(net.state_dict())
+    assert int(saved[EMA_TEACHER_KEY]["num_updates"]) == 2
+    teacher_weights = {k: v.clone() for k, v in teacher.state_dict().items()}
+    with torch.no_grad():
+        for p in teacher.parameters():
+            p.zero_()
+    monkeypatch.setattr(t, "ema_teacher", None)
+    t.load_checkpoint(path)
+    assert t.ema_teacher is not None
+    assert t.ema_teacher is not teacher
+    for k, v in t.ema_teacher.state_dict().items():
+        torch.testing.assert_close(v, teacher_weights[k], rtol=0, atol=0, msg=k)
+    # a trainer without the teacher ignores it (and drops any it had)
+    monkeypatch.setattr(t, "ema_teacher_decay", None)
+    t.load_checkpoint(path)
+    assert t.ema_teacher is None
+    t.optimizer.zero_grad(set_to_none=True)

@@ -55,6 +55,7 @@ from nnunet_pick.network import PICKNetwork
 from nnunet_pick.training import pretrained as _pretrained
 from nnunet_pick.training.batch_cases import CaseRecordingLoader, case_ids
 from nnunet_pick.training.checkpoint_plans import plans_differences, refuse_changed_plans
+from nnunet_pick.training.ema_teacher import EMATeacher
 from nnunet_pick.training.mim_figure import save_mim_figure
 from nnunet_pick.training.progress import PICK_CURVES, TRAIN_DICE_KEY, PICKLocalLogger
 from nnunet_pick.training.progress_lines import TrainingProgressMixin
@@ -81,6 +82,9 @@ from nnunet_pick.unlabeled.validate import check_unlabeled_folder, integrity_cac
 
 # nnUNetv2_train -pretrained_weights <plain nnU-Net checkpoint> must load into the PICK network (see the module)
 _pretrained.install()
+
+
+EMA_TEACHER_KEY = "pick_ema_teacher"  # the EMA teacher's state_dict in checkpoints of ema_teacher_decay runs
 
 
 def _nanmean(values) -> float:
@@ -122,6 +126,10 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
       probability is below this are left out of ``L_aux^u`` (nnU-Net's loss with an ignore label;
       :func:`nnunet_pick.masking.confident_voxels`). The attentive mask and ``L_mim^u`` are unchanged. The kept
       fraction is logged as ``confident_fraction_unlabeled`` (1 with the threshold off).
+    - ``ema_teacher_decay`` (float or None, None; beyond the paper): take the unlabeled pseudo-label, attentive mask
+      and confidence from an exponential-moving-average copy of the encoder and primary decoder
+      (:class:`~nnunet_pick.training.ema_teacher.EMATeacher`, Mean Teacher's rule with this decay), made when the
+      unlabeled phase starts and saved in the checkpoint (``"pick_ema_teacher"``); None: from the network itself.
     - ``max_nonfinite_steps_in_a_row`` (int, 5): a step with a non-finite loss or gradient is skipped and logged;
       this many in a row stop training with a ``RuntimeError``.
 
@@ -158,6 +166,8 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
         self.unlabeled_rampup_fraction = 0.0
         self.startup_masking_min_fraction = 0.0
         self.unlabeled_confidence_threshold = 0.0  # beyond the paper, off in PICK itself
+        self.ema_teacher_decay: float | None = None  # beyond the paper, off in PICK itself
+        self.ema_teacher: EMATeacher | None = None  # made when the unlabeled phase first needs it
         self._unlabeled_aux_loss: tuple[nn.Module, int | None] | None = None  # built when first needed
         self._branch_weight = 1.0  # weight of the branch being back-propagated (the unlabeled ramp)
         # a step whose loss or gradient is not finite is skipped; this many in a row stop training
@@ -440,8 +450,26 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
                 refuse_changed_plans(differences, str(filename_or_checkpoint) if isinstance(
                     filename_or_checkpoint, str) else "the checkpoint", self.plans_manager.plans_name,
                     self.preprocessed_dataset_folder_base, self.output_folder_base, self.configuration_name)
+        teacher_state = checkpoint.get(EMA_TEACHER_KEY)
         del checkpoint
         super().load_checkpoint(filename_or_checkpoint)
+        self._load_ema_teacher(teacher_state)
+
+    def _load_ema_teacher(self, state: dict | None) -> None:
+        """Restore the EMA teacher saved with a checkpoint (after the network's weights were loaded)."""
+        self.ema_teacher = None
+        if self.ema_teacher_decay is None:
+            if state is not None:
+                self.print_to_log_file(f"The checkpoint holds an EMA teacher; {type(self).__name__} does not use one "
+                                       f"(ema_teacher_decay=None): ignored")
+            return
+        if state is None:
+            if not self.is_warmup_epoch():
+                self.print_to_log_file("The checkpoint holds no EMA teacher: it restarts as a copy of the loaded "
+                                       "network at the next unlabeled step")
+            return
+        self.ema_teacher = EMATeacher(self._unwrapped_network(), self.ema_teacher_decay)
+        self.ema_teacher.load_state_dict(state)
 
     def _split_unlabeled_ids(self) -> list[str]:
         """``"unlabeled"`` ids of this fold in ``splits_final.json`` (checked against its train and val ids)."""
@@ -578,6 +606,8 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
         total = sum(w * values[k] for k, w in self._loss_weights(warmup).items())
         stepped = self._all_ranks_agree(math.isfinite(total)) and self._optimizer_step()
         self._count_skipped_step(stepped, total, values)
+        if stepped and self.ema_teacher is not None:
+            self.ema_teacher.update(self._unwrapped_network())
         self.note_iteration_done()  # progress lines (this step replaces, not extends, nnU-Net's train_step)
         return {"loss": np.array(total), **values}
 
@@ -744,8 +774,7 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
         The primary decoder gets no gradient from unlabeled data.
         """
         with torch.no_grad(), self._autocast():
-            output = self._forward(data)
-        logits = output[0] if isinstance(output, (list, tuple)) else output
+            logits = self._pseudo_label_logits(data)
         pseudo, masked = self._segmentation_mask(logits)
         has_regions = self.label_manager.has_regions
         if self.unlabeled_confidence_threshold > 0:
@@ -759,7 +788,7 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
             target = auxiliary_target(pseudo, has_regions=has_regions,
                                       has_ignore_label=self.label_manager.has_ignore_label)
             kept_fraction = torch.ones((), device=data.device)
-        del output, logits
+        del logits
         self._branch_weight = self.unlabeled_weight()
         try:
             loss_mim, loss_aux = self._mim_and_aux_branches(data, masked, target, aux_loss)
@@ -767,6 +796,19 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
             self._branch_weight = 1.0
         return {"train_loss_mim_unlabeled": loss_mim, "train_loss_aux_unlabeled": loss_aux,
                 "masked_fraction_unlabeled": masked.float().mean(), "confident_fraction_unlabeled": kept_fraction}
+
+    def _pseudo_label_logits(self, data: torch.Tensor) -> torch.Tensor:
+        """Full-resolution primary logits (B, heads, X, Y[, Z]) of unlabeled images (B, C, X, Y[, Z]) that the
+        pseudo-label, the mask and the confidence come from: the network's own (PICK Eq. 5) or, with
+        ``ema_teacher_decay`` set, the EMA teacher's (made from the network on first use). Call without gradient."""
+        if self.ema_teacher_decay is None:
+            output = self._forward(data)
+            return output[0] if isinstance(output, (list, tuple)) else output
+        if self.ema_teacher is None:
+            self.ema_teacher = EMATeacher(self._unwrapped_network(), self.ema_teacher_decay)
+            self.print_to_log_file(f"EMA teacher (decay {self.ema_teacher_decay}) made from the network in epoch "
+                                   f"{self.current_epoch}; it gives the unlabeled pseudo-labels from now on")
+        return self.ema_teacher(data)
 
     def unlabeled_aux_loss(self) -> tuple[nn.Module, int | None]:
         """The auxiliary loss of unlabeled data with an ignore label (for ``unlabeled_confidence_threshold``).
@@ -822,6 +864,12 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
         partial = filename + ".partial"
         super().save_checkpoint(partial)
         if self.local_rank == 0 and os.path.isfile(partial):
+            if self.ema_teacher is not None:
+                # nnU-Net's save_checkpoint has no hook for extra state: the teacher is added to the file it wrote,
+                # under a key nnU-Net's predictor and -pretrained_weights do not read
+                checkpoint = torch.load(partial, map_location="cpu", weights_only=False)
+                checkpoint[EMA_TEACHER_KEY] = self.ema_teacher.state_dict()
+                torch.save(checkpoint, partial)
             os.replace(partial, filename)
 
     def _counts_training_dice(self) -> bool:

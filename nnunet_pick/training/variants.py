@@ -73,6 +73,7 @@ PAPER_SETTINGS = {
     # optional (nnUNetTrainerPICK_CutMix), Fourier mixing is the M&Ms experiment's (nnUNetTrainerPICK_Fourier)
     "cutmix_probability": 0.0, "fourier_mix_eta": 0.0,
     "unlabeled_rampup_fraction": 0.0, "unlabeled_confidence_threshold": 0.0,  # full weight, every voxel
+    "ema_teacher_decay": None,  # Eq. 5: pseudo-labels from the network being trained
 }
 declare_variant("nnUNetTrainerPICK_paper", "PICK as the paper describes it (the reproduction workflow's trainer; "
                 "today also what nnUNetTrainerPICK does).", **PAPER_SETTINGS)
@@ -134,6 +135,13 @@ declare_variant("nnUNetTrainerPICK_startupBlocks", "PICK masking random blocks (
 # the auxiliary decoder's unlabeled target, at UniMatch's 0.95 for segmentation (masking.confident_voxels)
 declare_variant("nnUNetTrainerPICK_confident0p95", "PICK whose unlabeled auxiliary loss leaves out voxels whose "
                 "pseudo-label probability is below 0.95 (beyond the paper).", unlabeled_confidence_threshold=0.95)
+
+# beyond the paper (issue: the first pseudo-labels are unusable and the unlabeled gradient is noisy): pseudo-labels,
+# masks and confidences from a Mean Teacher EMA copy of the encoder and primary decoder (training.ema_teacher), at
+# Mean Teacher's early-training decay 0.99 (a memory of ~100 iterations, 2 epochs of the accuracy protocol)
+declare_variant("nnUNetTrainerPICK_emaTeacher", "PICK whose unlabeled pseudo-labels and masks come from an "
+                "exponential-moving-average copy (decay 0.99) of the encoder and primary decoder (beyond the paper).",
+                ema_teacher_decay=0.99)
 
 # the authors' recipe in one run: labeled pre-training (its own poly decay to 0 over two thirds of the epochs), then
 # the unlabeled phase with a fresh optimizer at the fine-tuning rate (nnunet_pick.training.schedule.two_stage_poly_lr)

@@ -66,6 +66,26 @@ def cutmix(data: torch.Tensor, target: torch.Tensor | list[torch.Tensor], box: l
     return paste(data), mixed_target
 
 
+def random_cutmix(data: torch.Tensor, target: torch.Tensor | list[torch.Tensor], probability: float
+                  ) -> tuple[torch.Tensor, torch.Tensor | list[torch.Tensor]]:
+    """With ``probability``, :func:`cutmix` of the batch with a random :func:`cutmix_box` and a random partner
+    permutation (on ``data``'s device); otherwise the inputs unchanged. One draw for the whole batch, as PICK's labeled
+    batches (``nnUNetTrainerPICK_CutMix``) and its labeled-only control (``nnUNetTrainer_CutMix``) use it.
+
+    Args:
+        data: (B, C, X, Y[, Z]) images.
+        target: as for :func:`cutmix`.
+        probability: in [0, 1]; 0 leaves every batch unchanged without drawing a random number.
+
+    Returns:
+        (data, target), mixed or the inputs themselves.
+    """
+    if probability <= 0 or float(torch.rand(())) >= probability:
+        return data, target
+    box = cutmix_box(tuple(data.shape[2:]))
+    return cutmix(data, target, box, torch.randperm(data.shape[0], device=data.device))
+
+
 def fourier_amplitude_mix(x: torch.Tensor, lam: torch.Tensor, partner: torch.Tensor) -> torch.Tensor:
     """Mix amplitude spectra, keep phases: ``F⁻¹[((1 − λ)|F(x_i)| + λ|F(x_j)|) · exp(i∠F(x_i))]``, j = partner[i].
 

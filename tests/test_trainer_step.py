@@ -723,3 +723,43 @@ def test_ema_teacher_gives_the_unlabeled_pseudo_labels_follows_the_student_and_i
     t.load_checkpoint(path)
     assert t.ema_teacher is None
     t.optimizer.zero_grad(set_to_none=True)
+
+
+def test_cutmix_control_hands_nnunets_step_the_batch_pick_cutmix_trains_its_primary_decoder_on(trainer, monkeypatch):
+    """nnUNetTrainer_CutMix, the labeled-only control of nnUNetTrainerPICK_CutMix, on a real batch: nnU-Net's own
+    train_step receives the CutMix'ed batch (images and every deep-supervision target pasted with one box), the same
+    batch PICK_CutMix's labeled step gets from the same random state; with probability 0 the batch passes untouched."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from nnunet_pick.training.variants import TRAINERS
+
+    control_cls = TRAINERS["nnUNetTrainer_CutMix"]
+    assert issubclass(control_cls, nnUNetTrainer)
+    assert not issubclass(control_cls, nnUNetTrainerPICK)
+    settings = {"cutmix_probability": 1.0}
+    assert control_cls.pick_settings == TRAINERS["nnUNetTrainerPICK_CutMix"].pick_settings == settings
+    batch = next(trainer.dataloader_train)
+    seen = []
+    monkeypatch.setattr(nnUNetTrainer, "train_step", lambda self, b: seen.append(b) or {"loss": 0.0})
+    control = object.__new__(control_cls)  # the step reads only cutmix_probability; nnU-Net's step is the spy
+    control.cutmix_probability = 1.0
+    torch.manual_seed(3)
+    assert control.train_step(batch) == {"loss": 0.0}
+    monkeypatch.setattr(trainer, "cutmix_probability", 1.0)
+    torch.manual_seed(3)
+    pick_data, pick_target = trainer._mix_labeled_batch(batch["data"], batch["target"])
+    mixed = seen[0]
+    assert set(mixed) == set(batch)
+    assert torch.equal(mixed["data"], pick_data)
+    assert len(mixed["target"]) == len(batch["target"]) > 1
+    assert all(torch.equal(a, b) for a, b in zip(mixed["target"], pick_target, strict=True))
+    changed = (mixed["data"] != batch["data"]).any(dim=1)  # (B, X, Y): voxels that came from the partner sample
+    assert 0 < float(changed.float().mean()) < 1
+    assert not torch.equal(mixed["target"][0], batch["target"][0])
+    # outside the box every sample keeps its own image and labels
+    box = (mixed["target"][0] != batch["target"][0]).any(dim=1) | changed
+    assert torch.equal(mixed["target"][0].masked_select(~box[:, None]), batch["target"][0].masked_select(~box[:, None]))
+    control.cutmix_probability = 0.0
+    control.train_step(batch)
+    assert seen[1]["data"] is batch["data"]
+    assert seen[1]["target"] is batch["target"]

@@ -41,7 +41,7 @@ from torch import autocast, nn
 from torch import distributed as dist
 from torch._dynamo import OptimizedModule
 
-from nnunet_pick.augmentation import cutmix, cutmix_box, fourier_amplitude_mix
+from nnunet_pick.augmentation import fourier_amplitude_mix, random_cutmix
 from nnunet_pick.losses import auxiliary_target, masked_l1_loss, paste_reconstruction
 from nnunet_pick.masking import (
     MASKING_STRATEGIES,
@@ -679,9 +679,7 @@ class nnUNetTrainerPICK(TrainingProgressMixin, nnUNetTrainer):  # noqa: N801 (nn
 
     def _mix_labeled_batch(self, data: torch.Tensor, target):
         """CutMix (with probability ``cutmix_probability``) and Fourier amplitude mixing (``fourier_mix_eta``)."""
-        if self.cutmix_probability > 0 and float(torch.rand(())) < self.cutmix_probability:
-            box = cutmix_box(tuple(data.shape[2:]))
-            data, target = cutmix(data, target, box, torch.randperm(data.shape[0], device=data.device))
+        data, target = random_cutmix(data, target, self.cutmix_probability)
         return self._mix_unlabeled_batch(data), target
 
     def _mix_unlabeled_batch(self, data: torch.Tensor) -> torch.Tensor:

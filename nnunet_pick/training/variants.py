@@ -13,6 +13,7 @@ import sys
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from nnunet_pick.augmentation import random_cutmix
 from nnunet_pick.training.pretrained import KeepPretrainedHeadsMixin
 from nnunet_pick.training.progress_lines import TrainingProgressMixin
 from nnunet_pick.training.trainer import nnUNetTrainerPICK
@@ -168,6 +169,24 @@ class nnUNetTrainerKeepingHeads(KeepPretrainedHeadsMixin, nnUNetTrainer):
 declare_variant("nnUNetTrainer_finetune", "nnU-Net's nnUNetTrainer fine-tuning from a trained model (labeled data "
                 "only, segmentation heads loaded too): initial learning rate 1e-3, 250 epochs (use with "
                 "-pretrained_weights).", base=nnUNetTrainerKeepingHeads, initial_lr=1e-3, num_epochs=250)
+# the labeled-only control of nnUNetTrainerPICK_CutMix: the same CutMix of every labeled batch on nnU-Net's own
+# nnUNetTrainer, so that what CutMix alone gives is not counted as the unlabeled data's gain (the accuracy protocol
+# measured PICK_CutMix +2.4 Dice over labeled-only on its repeat 0, 2026-12-07, benchmarks/hippocampus-cpu-cutmix/)
+class nnUNetTrainerWithCutMix(nnUNetTrainer):
+    """nnU-Net's nnUNetTrainer whose labeled batches go through CutMix (``nnunet_pick.augmentation.random_cutmix``,
+    probability ``cutmix_probability``) before its own ``train_step`` (not listed: the base of the CutMix control)."""
+
+    cutmix_probability = 0.0
+
+    def train_step(self, batch: dict) -> dict:
+        """nnU-Net's step on the CutMix'ed batch (``data`` (B, C, X, Y[, Z]) and ``target``, a tensor or nnU-Net's
+        deep-supervision list, pasted with the same box)."""
+        data, target = random_cutmix(batch["data"], batch["target"], self.cutmix_probability)
+        return super().train_step({**batch, "data": data, "target": target})
+
+
+declare_variant("nnUNetTrainer_CutMix", "nnU-Net's nnUNetTrainer (labeled only) with CutMix on every labeled batch: "
+                "the control of nnUNetTrainerPICK_CutMix.", base=nnUNetTrainerWithCutMix, cutmix_probability=1.0)
 declare_variant("nnUNetTrainerPICK_startDice0p5Rampup", "PICK whose unlabeled phase starts after the first epoch "
                 "with validation Dice > 0.5 for every class, then ramps the unlabeled terms up (sigmoid, 25 % of the "
                 "epochs).", unlabeled_start_min_dice=0.5, num_warmup_epochs=0, unlabeled_rampup_fraction=0.25)

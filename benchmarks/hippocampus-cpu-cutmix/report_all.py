@@ -15,7 +15,7 @@ with open(os.path.join(os.environ["nnUNet_preprocessed"], dataset, "splits_final
     splits = json.load(f)
 derived = derived_dataset_name(dataset, Teacher("nnUNetTrainer", protocol.plans, protocol.base_configuration))
 print(report_protocol(dataset, derived, protocol, "hippocampus-cpu",
-                      ["nnUNetTrainerPICK_emaTeacher", "nnUNetTrainerPICK_CutMix", "nnUNetTrainer_CutMix"], 3,
+                      ["nnUNetTrainerPICK_emaTeacher", "nnUNetTrainerPICK_CutMix", "nnUNetTrainer_CutMix"], 4,
                       splits, out))
 
 # per-repeat scores (the protocol's evaluation) and the paired difference PICK_CutMix - its labeled-only CutMix control
@@ -35,7 +35,7 @@ with open(os.path.join(out, "scores_per_repeat.csv"), "w", newline="") as f:
     w = csv.writer(f)
     w.writerow(["arm", "repeat", "dice_mean", "dice_Anterior", "dice_Posterior"])
     for arm, trainer in arms.items():
-        for r in range(3):
+        for r in range(4):
             folder = os.path.join(model_folder(out + "/results", dataset, trainer, protocol.plans,
                                                protocol.base_configuration), f"fold_{r}")
             s = run_scores(folder, os.path.join(prep, "gt_segmentations"), dataset_json)

@@ -170,9 +170,9 @@ declare_variant("nnUNetTrainer_finetune", "nnU-Net's nnUNetTrainer fine-tuning f
                 "only, segmentation heads loaded too): initial learning rate 1e-3, 250 epochs (use with "
                 "-pretrained_weights).", base=nnUNetTrainerKeepingHeads, initial_lr=1e-3, num_epochs=250)
 # the labeled-only control of nnUNetTrainerPICK_CutMix: the same CutMix of every labeled batch on nnU-Net's own
-# nnUNetTrainer, so that what CutMix alone gives is not counted as the unlabeled data's gain (the accuracy protocol
-# measured PICK_CutMix +2.4 Dice over labeled-only on its repeat 0; with 2 repeats, benchmarks/hippocampus-cpu-cutmix/:
-# this control +1.6 [1.2, 2.0] over labeled-only (3 repeats), PICK_CutMix -0.9 [-21.1, 19.2] against it (2 repeats))
+# nnUNetTrainer, so that what CutMix alone gives is not counted as the unlabeled data's gain (accuracy protocol,
+# benchmarks/hippocampus-cpu-cutmix/: this control +1.9 [1.0, 2.8] Dice over labeled-only on 4 paired repeats;
+# PICK_CutMix -0.9 [-21.1, 19.2] against it on 2)
 class nnUNetTrainerWithCutMix(nnUNetTrainer):
     """nnU-Net's nnUNetTrainer whose labeled batches go through CutMix (``nnunet_pick.augmentation.random_cutmix``,
     probability ``cutmix_probability``) before its own ``train_step`` (not listed: the base of the CutMix control)."""

@@ -20,6 +20,7 @@ from nnunet_pick.benchmark.protocol import (
     ensure_protocol_splits,
     protocol_runs,
     protocol_splits,
+    select_runs,
     split_repeats,
     write_protocol_report,
 )
@@ -157,6 +158,29 @@ def test_a_call_with_fewer_repeats_writes_the_folds_of_the_full_protocol_and_sha
     assert split_repeats(4, 6) == 6
     assert (FULLY_SUPERVISED, 5, "D", "nnUNetTrainer", 11) in [
         (r.arm, r.repeat, r.dataset, r.trainer, r.fold) for r in protocol_runs("D", None, [], 6, layout_repeats=6)]
+
+
+def test_only_repeats_trains_every_arm_of_the_chosen_repeats_and_nothing_else(capsys):
+    """``--only-repeats 2 3`` adds repeats to an arm without retraining repeats 0-1 of every arm: each chosen repeat
+    keeps its labeled-only run (its pair) and the skipped arms stay skipped; bad choices are refused before any work."""
+    runs = protocol_runs("D", "D_st", ["nnUNetTrainerPICK_CutMix"], 4, layout_repeats=4)
+    chosen = select_runs(runs, 4, skip_arms={SELF_TRAINING, FULLY_SUPERVISED}, only_repeats={2, 3})
+    assert [(r.arm, r.repeat, r.fold) for r in chosen] == [
+        (LABELED_ONLY, 2, 2), ("nnUNetTrainerPICK_CutMix", 2, 2),
+        (LABELED_ONLY, 3, 3), ("nnUNetTrainerPICK_CutMix", 3, 3)]
+    assert select_runs(runs, 4) == runs
+    assert [r.arm for r in select_runs(runs, 4, skip_arms={SELF_TRAINING})].count(SELF_TRAINING) == 0
+    with pytest.raises(ValueError, match=r"--only-repeats \[1, 4\]: repeats run from 0 to 3"):
+        select_runs(runs, 4, only_repeats={1, 4})
+    with pytest.raises(ValueError, match="repeats run from 0 to 3"):
+        select_runs(runs, 4, only_repeats=set())
+    with pytest.raises(ValueError, match="can be skipped"):
+        select_runs(runs, 4, skip_arms={LABELED_ONLY})
+    # the command refuses it before planning or training anything (no nnUNet_raw is needed to get there)
+    from nnunet_pick.cli.benchmark_ssl import main
+
+    assert main(["-d", "4", "--preset", "hippocampus-cpu", "--repeats", "4", "--only-repeats", "4"]) == 1
+    assert "--only-repeats [4]: repeats run from 0 to 3 (--repeats 4)" in capsys.readouterr().err
 
 
 def test_hippocampus_protocol_fixes_40_test_cases():

@@ -756,9 +756,20 @@ def test_cutmix_control_hands_nnunets_step_the_batch_pick_cutmix_trains_its_prim
     changed = (mixed["data"] != batch["data"]).any(dim=1)  # (B, X, Y): voxels that came from the partner sample
     assert 0 < float(changed.float().mean()) < 1
     assert not torch.equal(mixed["target"][0], batch["target"][0])
-    # outside the box every sample keeps its own image and labels
-    box = (mixed["target"][0] != batch["target"][0]).any(dim=1) | changed
-    assert torch.equal(mixed["target"][0].masked_select(~box[:, None]), batch["target"][0].masked_select(~box[:, None]))
+    # outside the box every sample keeps its own image and labels: the box is redrawn from the same random state
+    # (random_cutmix draws its probability test, then cutmix_box, then the partners)
+    from nnunet_pick.augmentation import cutmix_box
+
+    torch.manual_seed(3)
+    torch.rand(())
+    box = cutmix_box(tuple(batch["data"].shape[2:]))
+    inside = torch.zeros(batch["data"].shape[2:], dtype=torch.bool)
+    inside[tuple(slice(lo, hi) for lo, hi in box)] = True
+    assert 0 < int(inside.sum()) < inside.numel()
+    assert not (changed & ~inside).any()
+    target_changed = (mixed["target"][0] != batch["target"][0]).any(dim=1)
+    assert target_changed.any()
+    assert not (target_changed & ~inside).any()
     control.cutmix_probability = 0.0
     control.train_step(batch)
     assert seen[1]["data"] is batch["data"]

@@ -271,6 +271,28 @@ def protocol_runs(dataset_name: str, derived_dataset: str | None, pick_trainers:
     return runs
 
 
+def select_runs(runs: list[ArmRun], repeats: int, *, skip_arms: set[str] | frozenset[str] = frozenset(),
+                only_repeats: set[int] | frozenset[int] | None = None) -> list[ArmRun]:
+    """The runs a call trains: all of ``runs`` except the arms in ``skip_arms`` and, with ``only_repeats``, the
+    repeats not in it (to add repeats to one arm without retraining the earlier ones of every arm; the report still
+    covers every finished run of ``0..repeats-1``).
+
+    Raises:
+        ValueError: if ``skip_arms`` names an arm other than self-training and fully supervised, or ``only_repeats``
+            is empty or has a repeat outside ``0..repeats-1``.
+    """
+    unknown = set(skip_arms) - {SELF_TRAINING, FULLY_SUPERVISED}
+    if unknown:
+        raise ValueError(f"only {SELF_TRAINING!r} and {FULLY_SUPERVISED!r} can be skipped, not {sorted(unknown)}")
+    if only_repeats is not None:
+        outside = sorted(r for r in only_repeats if not 0 <= r < repeats)
+        if not only_repeats or outside:
+            raise ValueError(f"--only-repeats {sorted(only_repeats)}: repeats run from 0 to {repeats - 1} "
+                             f"(--repeats {repeats}); raise --repeats to add later ones")
+    return [run for run in runs
+            if run.arm not in skip_arms and (only_repeats is None or run.repeat in only_repeats)]
+
+
 def run_scores(fold_folder: str, gt_folder: str, dataset_json: dict) -> dict[str, float] | None:
     """Dice per foreground class (label name -> Dice in [0, 1]) and ``"mean"`` of the final validation,
     computed once by :func:`nnunet_pick.evaluation.evaluate_folder` and cached as ``validation/summary_pick.json``;
@@ -366,7 +388,8 @@ def write_protocol_report(scores: dict[str, dict[int, dict[str, float]]], classe
 def run_protocol(dataset: str, protocol_name: str, *, pick_trainers: list[str] | None = None,
                  repeats: int | None = None, output: str | None = None, device: str | None = None,
                  protocol: Protocol | None = None, finetune_trainers: list[str] | None = None,
-                 skip_arms: set[str] | frozenset[str] = frozenset()) -> str:
+                 skip_arms: set[str] | frozenset[str] = frozenset(),
+                 only_repeats: set[int] | frozenset[int] | None = None) -> str:
     """Run (or resume) the accuracy protocol and return its Markdown report (also in ``<output>/report.md``, with
     ``report.csv`` and ``learning_curves.png``).
 
@@ -379,6 +402,8 @@ def run_protocol(dataset: str, protocol_name: str, *, pick_trainers: list[str] |
             ``checkpoint_final.pth`` with the protocol's ``finetune_schedule``.
         skip_arms: of ``"self-training"`` and ``"fully supervised"``, the arms this call does not train (to order a
             long run's arms; finished runs of a skipped arm still appear in the report).
+        only_repeats: the repeats this call trains (default all ``0..repeats-1``), e.g. ``{2, 3}`` to add repeats to
+            one arm whose first repeats were measured by an earlier call; the report covers every finished repeat.
         repeats: number of paired repeats (default: the protocol's).
         output: benchmark folder (default ``$nnUNet_results/pick_protocol_<protocol>``; its ``results`` subfolder is
             the nnU-Net results root of all arms).
@@ -387,7 +412,7 @@ def run_protocol(dataset: str, protocol_name: str, *, pick_trainers: list[str] |
 
     Raises:
         ValueError: unknown protocol, missing test cases, splits that are not the protocol's, evaluation cases in
-            training data.
+            training data, ``skip_arms`` or ``only_repeats`` that :func:`select_runs` refuses.
         RuntimeError: if an nnU-Net command fails (with the end of its log).
     """
     from nnunetv2.paths import nnUNet_results
@@ -399,6 +424,7 @@ def run_protocol(dataset: str, protocol_name: str, *, pick_trainers: list[str] |
         protocol = PROTOCOLS[protocol_name]
     pick_trainers = ["nnUNetTrainerPICK"] if pick_trainers is None else list(pick_trainers)
     repeats = repeats or protocol.repeats
+    select_runs([], repeats, skip_arms=skip_arms, only_repeats=only_repeats)  # refuse bad choices before any work
     device = device or protocol.device
     dataset_name = maybe_convert_to_dataset_name(int(dataset) if str(dataset).isdigit() else dataset)
     output = output or join(str(nnUNet_results), f"pick_protocol_{protocol_name}")
@@ -409,7 +435,7 @@ def run_protocol(dataset: str, protocol_name: str, *, pick_trainers: list[str] |
     os.environ["nnUNet_results"] = results  # nnU-Net's path lookups in this process (self-training) see it too
     try:
         return _run(dataset_name, protocol, protocol_name, pick_trainers, repeats, output, device, env,
-                    list(finetune_trainers or []), set(skip_arms))
+                    list(finetune_trainers or []), set(skip_arms), only_repeats)
     finally:
         if previous is None:
             os.environ.pop("nnUNet_results", None)
@@ -418,7 +444,8 @@ def run_protocol(dataset: str, protocol_name: str, *, pick_trainers: list[str] |
 
 
 def _run(dataset_name: str, protocol: Protocol, protocol_name: str, pick_trainers: list[str], repeats: int,
-         output: str, device: str, env: dict[str, str], finetune_trainers: list[str], skip_arms: set[str]) -> str:
+         output: str, device: str, env: dict[str, str], finetune_trainers: list[str], skip_arms: set[str],
+         only_repeats: set[int] | None) -> str:
     from nnunetv2.paths import nnUNet_raw
 
     from nnunet_pick.self_training import Teacher, derived_dataset_name, run_self_training, training_images
@@ -480,15 +507,12 @@ def _run(dataset_name: str, protocol: Protocol, protocol_name: str, pick_trainer
     teacher = Teacher("nnUNetTrainer", protocol.plans, configuration)
     derived = derived_dataset_name(dataset_name, teacher)
     start = time.perf_counter()
-    unknown = set(skip_arms) - {SELF_TRAINING, FULLY_SUPERVISED}
-    if unknown:
-        raise ValueError(f"only {SELF_TRAINING!r} and {FULLY_SUPERVISED!r} can be skipped, not {sorted(unknown)}")
     check_trainers_hygiene([*pick_trainers, *finetune_trainers])
     if finetune_trainers and not protocol.finetune_schedule:
         raise ValueError(f"protocol {protocol_name} has no finetune_schedule for fine-tuning arms")
-    for run in protocol_runs(dataset_name, derived, pick_trainers, repeats, finetune_trainers, layout_repeats=layout):
-        if run.arm in skip_arms:
-            continue
+    runs = select_runs(protocol_runs(dataset_name, derived, pick_trainers, repeats, finetune_trainers,
+                                     layout_repeats=layout), repeats, skip_arms=skip_arms, only_repeats=only_repeats)
+    for run in runs:
         if run.finetuned:
             start_from = join(model_folder(results, dataset_name, "nnUNetTrainer", protocol.plans, configuration),
                               f"fold_{run.fold}", "checkpoint_final.pth")

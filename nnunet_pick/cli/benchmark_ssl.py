@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip-arms", nargs="+", default=[], choices=("self-training", "fully-supervised"),
                         help="with --preset: arms this call does not train, to order a long run (finished runs of "
                              "them stay in the report; default: train every arm)")
+    parser.add_argument("--only-repeats", type=int, nargs="+", default=None, metavar="R",
+                        help="with --preset: the repeats this call trains (0-based, below --repeats), e.g. "
+                             "'--repeats 4 --only-repeats 2 3' to add repeats to an arm whose first ones an earlier "
+                             "call measured; the report covers every finished repeat (default: all)")
     parser.add_argument("--preset", choices=sorted(PROTOCOLS), default=None,
                         help="run the accuracy protocol (fixed test cases; labeled-only, PICK (-tr, default "
                              "nnUNetTrainerPICK), self-training and fully supervised arms; paired repeats; report with "
@@ -60,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.preset is not None:
             text = run_protocol(args.d, args.preset, pick_trainers=args.tr, repeats=args.repeats, output=args.output,
                                 finetune_trainers=args.tr_finetune,
-                                skip_arms={a.replace("fully-", "fully ") for a in args.skip_arms})
+                                skip_arms={a.replace("fully-", "fully ") for a in args.skip_arms},
+                                only_repeats=None if args.only_repeats is None else set(args.only_repeats))
         else:
             text = run_benchmark(args.d, args.c, folds=args.folds, trainers=args.tr, baseline=args.baseline,
                                  labeled_fraction=args.labeled_fraction, num_labeled=args.num_labeled,

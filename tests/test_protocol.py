@@ -90,6 +90,36 @@ def test_report_table_on_fixed_scores(tmp_path):
     assert "nnUNetTrainerPICK,2,0.83,0.84,0.82" in per_repeat
 
 
+def test_report_compares_two_arms_over_their_common_repeats(tmp_path, capsys):
+    """``--compare A B``: the paired difference A - B (e.g. a PICK variant minus its labeled-only control) over the
+    repeats both have, with its t interval, in report.md and comparisons.csv; a misspelt arm is refused up front."""
+    def s(mean, a):
+        return {"mean": mean, "Anterior": a}
+
+    scores = {LABELED_ONLY: {0: s(0.75, 0.70), 1: s(0.74, 0.70)},
+              "nnUNetTrainerPICK_CutMix": {0: s(0.80, 0.72), 1: s(0.78, 0.71), 2: s(0.90, 0.90)},
+              "nnUNetTrainer_CutMix": {0: s(0.76, 0.70), 1: s(0.76, 0.70)}}
+    text = write_protocol_report(scores, ["Anterior"], ["# h"], {}, str(tmp_path),
+                                 [("nnUNetTrainerPICK_CutMix", "nnUNetTrainer_CutMix"),
+                                  ("nnUNetTrainer_CutMix", FULLY_SUPERVISED)])
+    # repeats 0 and 1 (repeat 2 has no partner): differences 4 and 2 points, mean 3, t(0.975, 1 df) = 12.706
+    half = 12.706204736174696 * math.sqrt(2.0) / math.sqrt(2)
+    assert (3 - half, 3 + half) == (pytest.approx(-9.706, abs=1e-3), pytest.approx(15.706, abs=1e-3))
+    assert "| nnUNetTrainerPICK_CutMix | nnUNetTrainer_CutMix | 2 | +3.0 [-9.7, 15.7] | +1.5 [-4.9, 7.9] |" in text
+    assert "| nnUNetTrainer_CutMix | fully supervised | 0 | n/a [n/a, n/a] | n/a [n/a, n/a] |" in text
+    rows = (tmp_path / "comparisons.csv").read_text(encoding="utf-8").splitlines()
+    assert rows[0].startswith("arm,minus,paired_n,diff_mean,diff_mean_ci_low,diff_mean_ci_high")
+    assert rows[1].startswith("nnUNetTrainerPICK_CutMix,nnUNetTrainer_CutMix,2,0.03")
+    (tmp_path / "none").mkdir()
+    write_protocol_report(scores, ["Anterior"], ["# h"], {}, str(tmp_path / "none"))
+    assert not (tmp_path / "none" / "comparisons.csv").exists()
+    from nnunet_pick.cli.benchmark_ssl import main
+
+    assert main(["-d", "4", "--preset", "hippocampus-cpu", "-tr", "nnUNetTrainerPICK_CutMix",
+                 "--compare", "nnUNetTrainerPICK_CutMix", "nnUNetTrainer_Cutmix"]) == 1
+    assert "--compare names ['nnUNetTrainer_Cutmix'], which are not arms of this call" in capsys.readouterr().err
+
+
 def test_protocol_refuses_a_start_criterion_that_reads_the_test_labels():
     """The protocol's validation cases are its test cases: a variant whose unlabeled phase starts on validation Dice
     would let test labels shape its training, so it is refused; fixed-warm-up variants pass."""

@@ -313,10 +313,12 @@ def _fmt(value: float, scale: float = 100, digits: int = 1) -> str:
 
 
 def write_protocol_report(scores: dict[str, dict[int, dict[str, float]]], classes: list[str], metadata_lines: list[str],
-                          times: dict[str, list[float]], output: str) -> str:
+                          times: dict[str, list[float]], output: str,
+                          comparisons: list[tuple[str, str]] = ()) -> str:
     """``report.md`` and ``report.csv``: per arm mean ± sd of Dice (mean and per class, %), paired difference to the
     labeled-only arm with its 95 % t interval, gap closed, repeats and wall time per repeat; ``scores_per_repeat.csv``:
-    every arm's Dice per repeat (fractions).
+    every arm's Dice per repeat (fractions); with ``comparisons``, a second table of paired differences between two
+    arms (e.g. a PICK variant minus its labeled-only control), also in ``comparisons.csv``.
 
     Args:
         scores: arm -> repeat -> {"mean": Dice, class name: Dice} (fractions).
@@ -324,6 +326,7 @@ def write_protocol_report(scores: dict[str, dict[int, dict[str, float]]], classe
         metadata_lines: lines of the header (protocol, seeds, subsets, versions).
         times: arm -> wall seconds of each repeat that was timed.
         output: folder.
+        comparisons: (arm, other arm) pairs: arm - other arm over the repeats both have, Student's t 95 % interval.
 
     Returns:
         The Markdown text.
@@ -361,6 +364,7 @@ def write_protocol_report(scores: dict[str, dict[int, dict[str, float]]], classe
         csv_row |= {"gap_closed": g, "wall_time_per_repeat_s": float(np.mean(t)) if t else math.nan}
         lines.append("| " + " | ".join(cells) + " |")
         rows.append(csv_row)
+    compared, compared_rows = _comparison_table(scores, keys, comparisons)
     text = "\n".join([*metadata_lines, "", *lines, "",
                       ("Dice: mean ± sd over repeats of the foreground-mean (and per-class) Dice of nnU-Net's final "
                       "sliding-window validation on the test cases (checkpoint_final). diff: mean of the per-repeat "
@@ -368,7 +372,7 @@ def write_protocol_report(scores: dict[str, dict[int, dict[str, float]]], classe
                       "confidence interval. gap closed: (arm - labeled-only) / (fully supervised - labeled-only) of "
                       "the mean Dice over the repeats all three have. Wall time: one repeat of the arm on this "
                       "machine (self-training: teacher prediction, preprocessing and student; its teacher is the "
-                      "labeled-only run).")])
+                      "labeled-only run).")] + compared)
     with open(join(output, "report.md"), "w", encoding="utf-8") as f:
         f.write(text + "\n")
     # per repeat too, so that later runs can be paired with these (same labeled subset and seed)
@@ -377,19 +381,47 @@ def write_protocol_report(scores: dict[str, dict[int, dict[str, float]]], classe
         writer.writerow(["arm", "repeat", *[f"dice_{k}" for k in keys]])
         writer.writerows([arm, r, *[s[k] for k in keys]] for arm, per_repeat in scores.items()
                          for r, s in sorted(per_repeat.items()))
-    fieldnames = list(dict.fromkeys(k for row in rows for k in row))
-    with open(join(output, "report.csv"), "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=fieldnames)
-        writer.writeheader()
-        writer.writerows(rows)
+    for name, table in (("report.csv", rows), ("comparisons.csv", compared_rows)):
+        if not table:
+            continue
+        with open(join(output, name), "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for row in table for k in row)))
+            writer.writeheader()
+            writer.writerows(table)
     return text
+
+
+def _comparison_table(scores: dict[str, dict[int, dict[str, float]]], keys: list[str],
+                      comparisons: list[tuple[str, str]]) -> tuple[list[str], list[dict]]:
+    """Markdown lines and CSV rows of the paired differences ``arm - other`` (see :func:`write_protocol_report`); a
+    pair without common finished repeats reads n/a."""
+    if not comparisons:
+        return [], []
+    header = ["arm", "minus", "paired repeats", *[f"diff {k} [95% CI]" for k in keys]]
+    lines = ["", "Paired differences between arms (Dice %, per repeat, then mean with Student's t 95 % interval):", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
+    for arm, other in comparisons:
+        cells, row = [arm, other], {"arm": arm, "minus": other}
+        for k in keys:
+            d = paired_difference({r: s[k] for r, s in scores.get(arm, {}).items()},
+                                  {r: s[k] for r, s in scores.get(other, {}).items()})
+            if len(cells) == 2:
+                cells.append(str(d.n))
+                row["paired_n"] = d.n
+            cells.append(f"{'+' if d.mean >= 0 else ''}{_fmt(d.mean)} [{_fmt(d.low)}, {_fmt(d.high)}]")
+            row |= {f"diff_{k}": d.mean, f"diff_{k}_ci_low": d.low, f"diff_{k}_ci_high": d.high}
+        lines.append("| " + " | ".join(cells) + " |")
+        rows.append(row)
+    return lines, rows
 
 
 def run_protocol(dataset: str, protocol_name: str, *, pick_trainers: list[str] | None = None,
                  repeats: int | None = None, output: str | None = None, device: str | None = None,
                  protocol: Protocol | None = None, finetune_trainers: list[str] | None = None,
                  skip_arms: set[str] | frozenset[str] = frozenset(),
-                 only_repeats: set[int] | frozenset[int] | None = None) -> str:
+                 only_repeats: set[int] | frozenset[int] | None = None,
+                 comparisons: list[tuple[str, str]] = ()) -> str:
     """Run (or resume) the accuracy protocol and return its Markdown report (also in ``<output>/report.md``, with
     ``report.csv`` and ``learning_curves.png``).
 
@@ -404,6 +436,10 @@ def run_protocol(dataset: str, protocol_name: str, *, pick_trainers: list[str] |
             long run's arms; finished runs of a skipped arm still appear in the report).
         only_repeats: the repeats this call trains (default all ``0..repeats-1``), e.g. ``{2, 3}`` to add repeats to
             one arm whose first repeats were measured by an earlier call; the report covers every finished repeat.
+        comparisons: (arm, other arm) pairs whose paired difference the report adds (arm names as in the report:
+            ``labeled-only``, a trainer of ``pick_trainers``, ``self-training``, ``fully supervised``), e.g.
+            ``[("nnUNetTrainerPICK_CutMix", "nnUNetTrainer_CutMix")]``: a PICK variant against its labeled-only
+            control.
         repeats: number of paired repeats (default: the protocol's).
         output: benchmark folder (default ``$nnUNet_results/pick_protocol_<protocol>``; its ``results`` subfolder is
             the nnU-Net results root of all arms).
@@ -412,7 +448,8 @@ def run_protocol(dataset: str, protocol_name: str, *, pick_trainers: list[str] |
 
     Raises:
         ValueError: unknown protocol, missing test cases, splits that are not the protocol's, evaluation cases in
-            training data, ``skip_arms`` or ``only_repeats`` that :func:`select_runs` refuses.
+            training data, ``skip_arms`` or ``only_repeats`` that :func:`select_runs` refuses, a compared arm that
+            is not an arm of this call.
         RuntimeError: if an nnU-Net command fails (with the end of its log).
     """
     from nnunetv2.paths import nnUNet_results
@@ -425,6 +462,10 @@ def run_protocol(dataset: str, protocol_name: str, *, pick_trainers: list[str] |
     pick_trainers = ["nnUNetTrainerPICK"] if pick_trainers is None else list(pick_trainers)
     repeats = repeats or protocol.repeats
     select_runs([], repeats, skip_arms=skip_arms, only_repeats=only_repeats)  # refuse bad choices before any work
+    arms = [LABELED_ONLY, *pick_trainers, *map(finetune_arm, finetune_trainers or []), SELF_TRAINING, FULLY_SUPERVISED]
+    unknown = sorted({a for pair in comparisons for a in pair} - set(arms))
+    if unknown:
+        raise ValueError(f"--compare names {unknown}, which are not arms of this call; its arms: {arms}")
     device = device or protocol.device
     dataset_name = maybe_convert_to_dataset_name(int(dataset) if str(dataset).isdigit() else dataset)
     output = output or join(str(nnUNet_results), f"pick_protocol_{protocol_name}")
@@ -435,7 +476,7 @@ def run_protocol(dataset: str, protocol_name: str, *, pick_trainers: list[str] |
     os.environ["nnUNet_results"] = results  # nnU-Net's path lookups in this process (self-training) see it too
     try:
         return _run(dataset_name, protocol, protocol_name, pick_trainers, repeats, output, device, env,
-                    list(finetune_trainers or []), set(skip_arms), only_repeats)
+                    list(finetune_trainers or []), set(skip_arms), only_repeats, list(comparisons))
     finally:
         if previous is None:
             os.environ.pop("nnUNet_results", None)
@@ -445,7 +486,7 @@ def run_protocol(dataset: str, protocol_name: str, *, pick_trainers: list[str] |
 
 def _run(dataset_name: str, protocol: Protocol, protocol_name: str, pick_trainers: list[str], repeats: int,
          output: str, device: str, env: dict[str, str], finetune_trainers: list[str], skip_arms: set[str],
-         only_repeats: set[int] | None) -> str:
+         only_repeats: set[int] | None, comparisons: list[tuple[str, str]]) -> str:
     from nnunetv2.paths import nnUNet_raw
 
     from nnunet_pick.self_training import Teacher, derived_dataset_name, run_self_training, training_images
@@ -534,12 +575,12 @@ def _run(dataset_name: str, protocol: Protocol, protocol_name: str, pick_trainer
             train(run.dataset, run.fold, run.trainer)
     _log(f"all runs finished ({time.perf_counter() - start:.0f} s in this call); evaluating")
     return report_protocol(dataset_name, derived, protocol, protocol_name, pick_trainers, repeats, splits, output,
-                           finetune_trainers)
+                           finetune_trainers, comparisons)
 
 
 def report_protocol(dataset_name: str, derived: str, protocol: Protocol, protocol_name: str,
                     pick_trainers: list[str], repeats: int, splits: list[dict], output: str,
-                    finetune_trainers: list[str] = ()) -> str:
+                    finetune_trainers: list[str] = (), comparisons: list[tuple[str, str]] = ()) -> str:
     """Scores, timings, curves and the report of finished runs (see :func:`run_protocol`)."""
     from nnunetv2.paths import nnUNet_preprocessed
 
@@ -589,7 +630,7 @@ def report_protocol(dataset_name: str, derived: str, protocol: Protocol, protoco
                f"checkpoint_final.pth, then schedule {protocol.finetune_schedule}; their wall time excludes the "
                f"labeled-only run they start from"] if finetune_trainers else []),
             f"- versions: {versions}"]
-    text = write_protocol_report(scores, classes, meta, times, output)
+    text = write_protocol_report(scores, classes, meta, times, output, comparisons)
     if curves:
         import matplotlib.pyplot as plt
 

@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --preset: the repeats this call trains (0-based, below --repeats), e.g. "
                              "'--repeats 4 --only-repeats 2 3' to add repeats to an arm whose first ones an earlier "
                              "call measured; the report covers every finished repeat (default: all)")
+    parser.add_argument("--compare", nargs=2, action="append", default=[], metavar=("ARM", "OTHER"),
+                        help="with --preset: add the paired difference ARM - OTHER to the report (repeatable; names "
+                             "as in the report: labeled-only, a -tr trainer, self-training, 'fully supervised'), "
+                             "e.g. --compare nnUNetTrainerPICK_CutMix nnUNetTrainer_CutMix")
     parser.add_argument("--preset", choices=sorted(PROTOCOLS), default=None,
                         help="run the accuracy protocol (fixed test cases; labeled-only, PICK (-tr, default "
                              "nnUNetTrainerPICK), self-training and fully supervised arms; paired repeats; report with "
@@ -65,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             text = run_protocol(args.d, args.preset, pick_trainers=args.tr, repeats=args.repeats, output=args.output,
                                 finetune_trainers=args.tr_finetune,
                                 skip_arms={a.replace("fully-", "fully ") for a in args.skip_arms},
-                                only_repeats=None if args.only_repeats is None else set(args.only_repeats))
+                                only_repeats=None if args.only_repeats is None else set(args.only_repeats),
+                                comparisons=[tuple(pair) for pair in args.compare])
         else:
             text = run_benchmark(args.d, args.c, folds=args.folds, trainers=args.tr, baseline=args.baseline,
                                  labeled_fraction=args.labeled_fraction, num_labeled=args.num_labeled,

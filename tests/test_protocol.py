@@ -16,6 +16,7 @@ from nnunet_pick.benchmark.protocol import (
     LABELED_ONLY,
     PROTOCOLS,
     SELF_TRAINING,
+    arm_schedule,
     check_splits_hygiene,
     ensure_protocol_splits,
     protocol_runs,
@@ -211,6 +212,26 @@ def test_only_repeats_trains_every_arm_of_the_chosen_repeats_and_nothing_else(ca
 
     assert main(["-d", "4", "--preset", "hippocampus-cpu", "--repeats", "4", "--only-repeats", "4"]) == 1
     assert "--only-repeats [4]: repeats run from 0 to 3 (--repeats 4)" in capsys.readouterr().err
+
+
+def test_labeled_only_at_picks_wall_time_trains_three_times_the_protocols_epochs():
+    """Equal wall time: nnUNetTrainer_3xEpochs is nnU-Net's trainer (no PICK branches) with 3 x the epochs, outside
+    the protocol (3000) and inside it (arm_schedule: 40 -> 120, iterations per epoch unchanged); every other arm
+    keeps the protocol's schedule."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from nnunet_pick import nnUNetTrainerPICK
+    from nnunet_pick.training.variants import TRAINERS
+
+    cls = TRAINERS["nnUNetTrainer_3xEpochs"]
+    assert issubclass(cls, nnUNetTrainer)
+    assert not issubclass(cls, nnUNetTrainerPICK)
+    assert cls.pick_settings == {"num_epochs": 3000, "schedule_factor": 3}
+    schedule = PROTOCOLS["hippocampus-cpu"].schedule
+    assert arm_schedule(schedule, "nnUNetTrainer_3xEpochs") == {**schedule, "num_epochs": 120}
+    for trainer in ("nnUNetTrainer", "nnUNetTrainerPICK", "nnUNetTrainer_CutMix", "a_users_own_trainer"):
+        assert arm_schedule(schedule, trainer) == schedule
+    assert schedule["num_epochs"] == 40  # not modified in place
 
 
 def test_hippocampus_protocol_fixes_40_test_cases():

@@ -21,9 +21,11 @@ Design (a named :class:`Protocol` fixes every choice; ``hippocampus-cpu`` is the
   ``checkpoint_final.pth`` and trained on the same fold with the protocol's ``finetune_schedule`` (the workflow of a
   user who already has an nnU-Net model; its labeled-only twin ``nnUNetTrainer_finetune`` is the control that
   separates "more iterations" from "unlabeled data").
-- **One schedule for all arms** (:mod:`nnunet_pick.benchmark.seeded_train` ``--settings``), the final checkpoint only
-  (nnU-Net's final validation predicts the test cases from ``checkpoint_final.pth``; ``checkpoint_best`` is never
-  read), scores from :mod:`nnunet_pick.evaluation` against nnU-Net's ``gt_segmentations``.
+- **One schedule for all arms** (:mod:`nnunet_pick.benchmark.seeded_train` ``--settings``; a declared variant's
+  ``schedule_factor`` scales its epochs, :func:`arm_schedule`, for comparisons at equal wall time), the final
+  checkpoint only (nnU-Net's final validation predicts the test cases from ``checkpoint_final.pth``;
+  ``checkpoint_best`` is never read), scores from :mod:`nnunet_pick.evaluation` against nnU-Net's
+  ``gt_segmentations``.
 - **Resumable**: every training goes through :func:`nnunet_pick.fold_runs.train_fold`; ``runs.json`` keeps the
   wall time of each step the first time it ran.
 """
@@ -151,6 +153,24 @@ def check_splits_hygiene(splits: list[dict], test: list[str]) -> None:
         if leak:
             raise ValueError(f"fold {k} trains on test cases {sorted(leak)}; refusing (evaluation cases must never "
                              f"be training data)")
+
+
+def arm_schedule(schedule: dict, trainer: str) -> dict:
+    """The protocol's ``schedule`` for ``trainer``: unchanged, except ``num_epochs`` times the ``schedule_factor`` a
+    declared variant sets (``nnUNetTrainer_3xEpochs``: labeled-only at about PICK's wall time, compared at equal wall
+    time instead of equal iterations); iterations per epoch stay the protocol's.
+
+    Raises:
+        ValueError: if the factor is not positive.
+    """
+    from nnunet_pick.training.variants import TRAINERS
+
+    factor = getattr(TRAINERS.get(trainer), "pick_settings", {}).get("schedule_factor", 1)
+    if not factor > 0:
+        raise ValueError(f"{trainer} declares schedule_factor {factor}; it must be positive")
+    if factor == 1:
+        return dict(schedule)
+    return {**schedule, "num_epochs": max(1, round(factor * schedule["num_epochs"]))}
 
 
 def check_trainers_hygiene(trainers: list[str]) -> None:
@@ -539,7 +559,8 @@ def _run(dataset_name: str, protocol: Protocol, protocol_name: str, pick_trainer
         train_fold(dataset_for_run, configuration, fold, trainer, protocol.plans, fold_folder=folder, env=env,
                    log=join(output, "logs", f"{dataset_for_run}_fold{fold}_{trainer}.log"), device=device,
                    seed=protocol.seed + repeat,
-                   settings=protocol.finetune_schedule if pretrained else protocol.schedule, extra_args=extra)
+                   settings=protocol.finetune_schedule if pretrained else arm_schedule(protocol.schedule, trainer),
+                   extra_args=extra)
         key = f"{dataset_for_run}/{trainer}/fold_{fold}"
         timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
         write_json_atomic(timings, times_file)
@@ -620,6 +641,9 @@ def report_protocol(dataset_name: str, derived: str, protocol: Protocol, protoco
             f"- {protocol.description}",
             (f"- plans {protocol.plans}, configuration {protocol.base_configuration}; schedule {protocol.schedule} "
             f"({iterations} iterations per run); final checkpoint only"),
+            *[f"- {t}: {arm_schedule(protocol.schedule, t)['num_epochs']} epochs (its declared schedule_factor "
+              f"times the protocol's), the other settings as above" for t in pick_trainers
+              if arm_schedule(protocol.schedule, t) != protocol.schedule],
             f"- seeds: repeat r uses {protocol.seed} + r (training seed and labeled-subset draw)",
             *[f"- repeat {r}: labeled {splits[r]['train']}" for r in range(repeats)],
             (f"- test cases ({len(splits[0]['val'])}): "

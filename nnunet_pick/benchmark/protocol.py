@@ -418,8 +418,8 @@ def _comparison_table(scores: dict[str, dict[int, dict[str, float]]], keys: list
     if not comparisons:
         return [], []
     header = ["arm", "minus", "paired repeats", *[f"diff {k} [95% CI]" for k in keys]]
-    lines = ["", "Paired differences between arms (Dice %, per repeat, then mean with Student's t 95 % interval):", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    title = "Paired differences between arms (Dice %: the difference of each repeat, then their mean with Student's t "
+    lines = ["", title + "95 % interval):", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     rows = []
     for arm, other in comparisons:
         cells, row = [arm, other], {"arm": arm, "minus": other}

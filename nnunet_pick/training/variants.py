@@ -188,10 +188,11 @@ class nnUNetTrainerWithCutMix(nnUNetTrainer):
 
 declare_variant("nnUNetTrainer_CutMix", "nnU-Net's nnUNetTrainer (labeled only) with CutMix on every labeled batch: "
                 "the control of nnUNetTrainerPICK_CutMix.", base=nnUNetTrainerWithCutMix, cutmix_probability=1.0)
-# labeled-only at PICK's wall time (issue: "schedule length at equal wall time"): PICK's run costs 2.4-3.2 x the
-# labeled-only run's on the CPU accuracy protocol (runs.json of benchmarks/hippocampus-cpu*: 12-01 2.4 x, cutmix 3.0-
-# 3.2 x), so this arm trains 3 x the epochs of the schedule it gets: nnU-Net's 1000 -> 3000 here, and the protocol's
-# 40 -> 120 (the protocol reads schedule_factor, see nnunet_pick.benchmark.protocol.arm_schedule)
+# labeled-only at PICK's wall time (issue: "schedule length at equal wall time"): PICK's run costs 2.2-3.2 x the
+# labeled-only run's on the CPU accuracy protocol (same-repeat ratios in runs.json of benchmarks/hippocampus-cpu*:
+# 12-01 2.2-2.5 x, cutmix 2.9-3.2 x), so this arm trains 3 x the epochs of the schedule it gets: nnU-Net's 1000 -> 3000
+# here, and the protocol's 40 -> 120 (the protocol reads schedule_factor, see protocol.arm_schedule). Measured in
+# benchmarks/hippocampus-cpu-equal-time/: 2.6 x the labeled-only wall time, +1.3 Dice over it on 2 repeats.
 declare_variant("nnUNetTrainer_3xEpochs", "nnU-Net's nnUNetTrainer (labeled only) with 3 x the epochs (3000; in the "
                 "accuracy protocol 3 x its schedule): labeled-only at about PICK's wall time.",
                 base=nnUNetTrainer, num_epochs=3000, schedule_factor=3)

@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--compare", nargs=2, action="append", default=[], metavar=("ARM", "OTHER"),
                         help="with --preset: add the paired difference ARM - OTHER to the report (repeatable; names "
                              "as in the report: labeled-only, a -tr trainer, self-training, 'fully supervised'), "
-                             "e.g. --compare nnUNetTrainerPICK_CutMix nnUNetTrainer_CutMix")
+                             "e.g. --compare nnUNetTrainerPICK_CutMix nnUNetTrainer_CutMix (default: none)")
     parser.add_argument("--preset", choices=sorted(PROTOCOLS), default=None,
                         help="run the accuracy protocol (fixed test cases; labeled-only, PICK (-tr, default "
                              "nnUNetTrainerPICK), self-training and fully supervised arms; paired repeats; report with "

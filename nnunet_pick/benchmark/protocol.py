@@ -44,7 +44,7 @@ from os.path import isdir, isfile, join
 import numpy as np
 
 from nnunet_pick.benchmark.curves import cached_curve, plot_learning_curves
-from nnunet_pick.benchmark.statistics import gap_closed, paired_difference
+from nnunet_pick.benchmark.statistics import PairedDifference, gap_closed, paired_difference
 from nnunet_pick.console import print_text
 from nnunet_pick.fold_runs import fold_state, model_folder, train_fold
 from nnunet_pick.self_training import read_json, write_json_atomic
@@ -258,6 +258,11 @@ def finetune_arm(trainer: str) -> str:
     return f"{trainer} from labeled-only"
 
 
+def protocol_arms(pick_trainers: list[str], finetune_trainers: list[str]) -> list[str]:
+    """Every arm name of a protocol call, in report order (the names ``--compare`` and the report use)."""
+    return [LABELED_ONLY, *pick_trainers, *map(finetune_arm, finetune_trainers), SELF_TRAINING, FULLY_SUPERVISED]
+
+
 def split_repeats(protocol_repeats: int, repeats: int) -> int:
     """``R`` of the fold layout (:func:`protocol_splits`): the protocol's repeats, or ``repeats`` where larger.
 
@@ -332,6 +337,15 @@ def _fmt(value: float, scale: float = 100, digits: int = 1) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{scale * value:.{digits}f}"
 
 
+def _paired_cell(arm: dict[int, dict[str, float]], other: dict[int, dict[str, float]], key: str
+                 ) -> tuple[PairedDifference, str, dict[str, float]]:
+    """The paired difference arm - other of score ``key`` over their common repeats, its report cell
+    (``+1.2 [0.3, 2.1]``, %) and its CSV fields (fractions)."""
+    d = paired_difference({r: s[key] for r, s in arm.items()}, {r: s[key] for r, s in other.items()})
+    cell = f"{'+' if d.mean >= 0 else ''}{_fmt(d.mean)} [{_fmt(d.low)}, {_fmt(d.high)}]"
+    return d, cell, {f"diff_{key}": d.mean, f"diff_{key}_ci_low": d.low, f"diff_{key}_ci_high": d.high}
+
+
 def write_protocol_report(scores: dict[str, dict[int, dict[str, float]]], classes: list[str], metadata_lines: list[str],
                           times: dict[str, list[float]], output: str,
                           comparisons: list[tuple[str, str]] = ()) -> str:
@@ -371,9 +385,9 @@ def write_protocol_report(scores: dict[str, dict[int, dict[str, float]]], classe
             if arm == LABELED_ONLY:
                 cells.append("")
                 continue
-            d = paired_difference({r: s[k] for r, s in per_repeat.items()}, {r: s[k] for r, s in base.items()})
-            cells.append(f"{'+' if d.mean >= 0 else ''}{_fmt(d.mean)} [{_fmt(d.low)}, {_fmt(d.high)}]")
-            csv_row |= {f"diff_{k}": d.mean, f"diff_{k}_ci_low": d.low, f"diff_{k}_ci_high": d.high, "paired_n": d.n}
+            d, cell, fields = _paired_cell(per_repeat, base, k)
+            cells.append(cell)
+            csv_row |= fields | {"paired_n": d.n}
         # over the repeats all three arms have, so that the ratio compares like with like
         common = sorted(set(per_repeat) & set(base) & set(full))
         g = gap_closed(*[float(np.mean([a[r]["mean"] for r in common])) if common else math.nan
@@ -422,15 +436,12 @@ def _comparison_table(scores: dict[str, dict[int, dict[str, float]]], keys: list
     lines = ["", title + "95 % interval):", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     rows = []
     for arm, other in comparisons:
-        cells, row = [arm, other], {"arm": arm, "minus": other}
-        for k in keys:
-            d = paired_difference({r: s[k] for r, s in scores.get(arm, {}).items()},
-                                  {r: s[k] for r, s in scores.get(other, {}).items()})
-            if len(cells) == 2:
-                cells.append(str(d.n))
-                row["paired_n"] = d.n
-            cells.append(f"{'+' if d.mean >= 0 else ''}{_fmt(d.mean)} [{_fmt(d.low)}, {_fmt(d.high)}]")
-            row |= {f"diff_{k}": d.mean, f"diff_{k}_ci_low": d.low, f"diff_{k}_ci_high": d.high}
+        paired = [_paired_cell(scores.get(arm, {}), scores.get(other, {}), k) for k in keys]
+        n = paired[0][0].n  # every key has the same repeats
+        cells = [arm, other, str(n), *[cell for _, cell, _ in paired]]
+        row = {"arm": arm, "minus": other, "paired_n": n}
+        for _, _, fields in paired:
+            row |= fields
         lines.append("| " + " | ".join(cells) + " |")
         rows.append(row)
     return lines, rows
@@ -482,7 +493,7 @@ def run_protocol(dataset: str, protocol_name: str, *, pick_trainers: list[str] |
     pick_trainers = ["nnUNetTrainerPICK"] if pick_trainers is None else list(pick_trainers)
     repeats = repeats or protocol.repeats
     select_runs([], repeats, skip_arms=skip_arms, only_repeats=only_repeats)  # refuse bad choices before any work
-    arms = [LABELED_ONLY, *pick_trainers, *map(finetune_arm, finetune_trainers or []), SELF_TRAINING, FULLY_SUPERVISED]
+    arms = protocol_arms(pick_trainers, finetune_trainers or [])
     unknown = sorted({a for pair in comparisons for a in pair} - set(arms))
     if unknown:
         raise ValueError(f"--compare names {unknown}, which are not arms of this call; its arms: {arms}")
@@ -614,7 +625,7 @@ def report_protocol(dataset_name: str, derived: str, protocol: Protocol, protoco
     scores: dict[str, dict[int, dict]] = {}
     curves: dict[str, list[dict]] = {}
     times: dict[str, list[float]] = {}
-    order = [LABELED_ONLY, *pick_trainers, *map(finetune_arm, finetune_trainers), SELF_TRAINING, FULLY_SUPERVISED]
+    order = protocol_arms(pick_trainers, finetune_trainers)
     offset = protocol.schedule["num_epochs"] * protocol.schedule["num_iterations_per_epoch"]
     for run in sorted(protocol_runs(dataset_name, derived, pick_trainers, repeats, finetune_trainers,
                                     layout_repeats=split_repeats(protocol.repeats, repeats)),
@@ -635,15 +646,15 @@ def report_protocol(dataset_name: str, derived: str, protocol: Protocol, protoco
                else f"{run.dataset}/{run.trainer}/fold_{run.fold}")
         if key in timings:
             times.setdefault(run.arm, []).append(timings[key])
+    scaled = {t: arm_schedule(protocol.schedule, t) for t in pick_trainers}
     versions = ", ".join(f"{p} {metadata.version(p)}" for p in ("nnunet-pick", "nnunetv2", "torch", "numpy"))
     iterations = protocol.schedule["num_epochs"] * protocol.schedule["num_iterations_per_epoch"]
     meta = [f"# Accuracy protocol {protocol_name} on {dataset_name}", "",
             f"- {protocol.description}",
             (f"- plans {protocol.plans}, configuration {protocol.base_configuration}; schedule {protocol.schedule} "
             f"({iterations} iterations per run); final checkpoint only"),
-            *[f"- {t}: {arm_schedule(protocol.schedule, t)['num_epochs']} epochs (its declared schedule_factor "
-              f"times the protocol's), the other settings as above" for t in pick_trainers
-              if arm_schedule(protocol.schedule, t) != protocol.schedule],
+            *[f"- {t}: {schedule['num_epochs']} epochs (its declared schedule_factor times the protocol's), the "
+              f"other settings as above" for t, schedule in scaled.items() if schedule != protocol.schedule],
             f"- seeds: repeat r uses {protocol.seed} + r (training seed and labeled-subset draw)",
             *[f"- repeat {r}: labeled {splits[r]['train']}" for r in range(repeats)],
             (f"- test cases ({len(splits[0]['val'])}): "

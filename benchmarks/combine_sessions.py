@@ -28,7 +28,7 @@ import json
 import math
 import os
 
-from nnunet_pick.benchmark.protocol import LABELED_ONLY
+from nnunet_pick.benchmark.protocol import LABELED_ONLY, SELF_TRAINING
 from nnunet_pick.benchmark.statistics import paired_difference
 
 
@@ -51,6 +51,15 @@ def differences(paths: list[str]) -> tuple[dict[str, dict[int, float]], dict[str
     return diffs, base_of
 
 
+def run_names(arm: str, repeat: int) -> tuple[str, str]:
+    """The protocol's ``runs.json`` key and cached-curve file pattern of repeat ``repeat`` of ``arm`` (fold = repeat;
+    labeled-only and the self-training student train ``nnUNetTrainer``; ``X from labeled-only`` trains ``X``)."""
+    trainer = "nnUNetTrainer" if arm in (LABELED_ONLY, SELF_TRAINING) else arm.partition(" from ")[0]
+    if arm == SELF_TRAINING:
+        return f"{SELF_TRAINING}/fold_{repeat}", f"Dataset5*_{trainer}_fold{repeat}.json"
+    return f"Dataset004_Hippocampus/{trainer}/fold_{repeat}", f"Dataset004_*_{trainer}_fold{repeat}.json"
+
+
 def time_ratios(paths: list[str]) -> dict[str, list[float]]:
     """arm -> per-repeat (arm wall time / labeled-only wall time of the same file and repeat), from ``runs.json``.
 
@@ -68,10 +77,7 @@ def time_ratios(paths: list[str]) -> dict[str, list[float]]:
             rows = list(csv.DictReader(f))
         for r in rows:
             arm, repeat = r["arm"], int(r["repeat"])
-            trainer = arm.partition(" from ")[0]
-            key = (f"self-training/fold_{repeat}" if arm == "self-training"
-                   else f"Dataset004_Hippocampus/{trainer}/fold_{repeat}")
-            base = runs.get(f"Dataset004_Hippocampus/nnUNetTrainer/fold_{repeat}")
+            key, base = run_names(arm, repeat)[0], runs.get(run_names(LABELED_ONLY, repeat)[0])
             if arm != LABELED_ONLY and key in runs and base:
                 ratios.setdefault(arm, []).append(runs[key] / base)
     return ratios
@@ -96,17 +102,13 @@ def session_curves(paths: list[str]) -> dict[str, list[dict]]:
             rows = list(csv.DictReader(f))
         for r in rows:
             arm, repeat = r["arm"], int(r["repeat"])
-            trainer, _, start = arm.partition(" from ")
-            if arm == LABELED_ONLY or arm == "self-training":
-                trainer = "nnUNetTrainer"
-            pattern = ("Dataset5*" if arm == "self-training" else "Dataset004_*") + f"_{trainer}_fold{repeat}.json"
-            found = sorted(glob.glob(os.path.join(folder, pattern)))
+            found = sorted(glob.glob(os.path.join(folder, run_names(arm, repeat)[1])))
             if not found:
                 continue
             with open(found[0], encoding="utf-8") as f:
                 curve = json.load(f)
-            if start:  # fine-tuning: continues the labeled-only run of its repeat
-                with open(sorted(glob.glob(os.path.join(folder, f"Dataset004_*_nnUNetTrainer_fold{repeat}.json")))[0],
+            if " from " in arm:  # fine-tuning: continues the labeled-only run of its repeat
+                with open(sorted(glob.glob(os.path.join(folder, run_names(LABELED_ONLY, repeat)[1])))[0],
                           encoding="utf-8") as f:
                     offset = json.load(f)["iterations"][-1]
                 curve = {**curve, "iterations": [offset + x for x in curve["iterations"]]}
